@@ -1,0 +1,55 @@
+# The reasoning book. `make book` renders it, `make test` checks it (what CI runs). See README.md.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Nothing downloads weights or datasets at run time in the book or the tests.
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install book book-clean test test-fast check-site chromium gpu bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -m pip install -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import torch, transformers, jupyter_book, papermill, plotly, reasoning_lib"
+	touch $(STAMP)
+
+# Execute every chapter at its default (tiny) preset and render the book to _build/html/.
+book: install
+	$(BIN)/jupyter-book build . -W --keep-going
+
+# Forget executed outputs (after changing reasoning_lib: the cache keys on notebook code only).
+book-clean:
+	$(BIN)/jupyter-book clean . --all
+
+# Unit tests, every chapter at the smoke preset with papermill, a book build and a browser check.
+test: install chromium
+	$(BIN)/python -m pytest -v -rs --durations=15
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not notebook and not browser"
+
+# Build the real book, open every chapter in headless Chromium, save screenshots under _build/screenshots.
+check-site: book chromium
+	$(BIN)/python tests/site_check.py _build/html
+
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); \
+	    else echo "chromium is missing: run 'sudo apt-get install -y chromium' for the browser checks"; fi; }
+
+# flash-attn for CUDA machines (built against the installed CUDA torch).
+gpu: install
+	$(BIN)/python -m pip install --no-build-isolation -e ".[gpu]"
+
+bench: install
+	$(BIN)/python benchmarks/bench_train.py
+
+clean:
+	rm -rf _build

@@ -1,0 +1,70 @@
+"""Atomic training checkpoints: weights as safetensors, the rest as a ``weights_only`` torch file.
+
+A checkpoint is a folder ``step-000120/`` holding ``model.safetensors`` and ``trainer_state.pt`` (optimizer,
+scheduler, step, RNG states). It is written under a temporary name and renamed, so a run killed mid-write
+never leaves a half checkpoint that resume would pick up.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def rng_state() -> dict:
+    """Every random generator that training touches, in a form ``torch.load(weights_only=True)`` accepts."""
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(folder: str | os.PathLike, step: int, model: torch.nn.Module, trainer_state: dict, keep_last: int = 2) -> Path:
+    """Write ``folder/step-{step}`` atomically and delete all but the newest ``keep_last`` checkpoints."""
+    folder = Path(folder)
+    final = folder / f"step-{step:06d}"
+    tmp = folder / f".tmp-step-{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / "trainer_state.pt")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in list_checkpoints(folder)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints in ``folder``, oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and STEP_DIR.match(p.name)]
+    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+
+
+def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> dict:
+    """Load weights into ``model`` (shapes must match) and return the trainer state dict."""
+    path = Path(path)
+    try:
+        missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
+    except RuntimeError as err:  # size mismatch: a checkpoint of another model
+        raise ValueError(f"checkpoint {path} does not fit this model: {err}") from None
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {path} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return torch.load(path / "trainer_state.pt", weights_only=True)

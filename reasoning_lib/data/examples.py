@@ -1,0 +1,91 @@
+"""The ``INPUT||COT #### ANSWER`` text format shared by every task of the book.
+
+Follows the ICoT-KD release (Deng et al. 2023, ``da03/implicit_chain_of_thought``, ``src/data.py``): the
+chain of thought (CoT) is the text before the first ``####``; the answer keeps its ``####`` prefix and loses
+its commas. Deliberate difference: lines are split on ``\\n`` only (not ``str.splitlines``, which also cuts at
+U+2028 and mangles one GSM8K training line), and a malformed line raises ``MalformedLineError`` naming
+``path:line`` instead of being dropped.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+ANSWER_MARKER = "####"
+FIELD_SEPARATOR = "||"
+
+
+class MalformedLineError(ValueError):
+    """A data line that does not follow ``INPUT||COT #### ANSWER``; the message starts with ``path:line:``."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One problem: ``question``, its chain of thought ``cot`` (may be empty) and ``answer`` (``'#### ...'``)."""
+
+    question: str
+    cot: str
+    answer: str
+
+    def to_line(self) -> str:
+        """The published one-line form, ``question||cot #### answer-digits``."""
+        return f"{self.question}{FIELD_SEPARATOR}{self.cot} {self.answer}"
+
+
+def parse_line(line: str, where: str = "<string>") -> Example:
+    """Parse one ``INPUT||COT #### ANSWER`` line; ``where`` prefixes error messages (e.g. ``'file.txt:12'``)."""
+    parts = line.strip().split(FIELD_SEPARATOR)
+    if len(parts) != 2:
+        raise MalformedLineError(f"{where}: expected exactly one '{FIELD_SEPARATOR}', found {len(parts) - 1}")
+    question, target = parts
+    if not question.strip():
+        raise MalformedLineError(f"{where}: empty question before '{FIELD_SEPARATOR}'")
+    if ANSWER_MARKER not in target:
+        raise MalformedLineError(f"{where}: no '{ANSWER_MARKER}' answer marker after '{FIELD_SEPARATOR}'")
+    cot, rest = target.split(ANSWER_MARKER, 1)
+    answer = (ANSWER_MARKER + rest).strip().replace(",", "")
+    if answer == ANSWER_MARKER:
+        raise MalformedLineError(f"{where}: empty answer after '{ANSWER_MARKER}'")
+    return Example(question.strip(), cot.strip(), answer)
+
+
+def read_examples(path: str | os.PathLike) -> list[Example]:
+    """Read every example of a text file; blank lines are skipped, a malformed one raises with ``path:line``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    examples = []
+    with open(path, encoding="utf-8", newline="") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                examples.append(parse_line(line.rstrip("\r\n"), where=f"{path}:{number}"))
+    return examples
+
+
+def write_examples(path: str | os.PathLike, examples: Iterable[Example]) -> Path:
+    """Write examples one per line in the published format (atomically: temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+        for example in examples:
+            handle.write(example.to_line() + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def extract_answer(text: str) -> str:
+    """Answer key for exact match (spec §5): ``'####' + text after the first '####'``, stripped, no commas.
+
+    Text without ``####`` is compared whole (stripped, commas removed)."""
+    if ANSWER_MARKER in text:
+        text = ANSWER_MARKER + text.split(ANSWER_MARKER, 1)[1]
+    return text.strip().replace(",", "")
+
+
+def iter_chunks(items: list, size: int) -> Iterator[list]:
+    """Consecutive slices of ``items`` of length ``size`` (the last may be shorter)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

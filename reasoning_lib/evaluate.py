@@ -1,0 +1,123 @@
+"""Greedy generation, exact-match accuracy and throughput (spec §5 of ``implicit_cot.md``).
+
+A model reads the prompt `` {x} E`` and generates greedily with the KV cache (HF ``generate``) until it has
+written ``num_separators`` E tokens: 1 for a model that answers directly, 2 for explicit CoT (CoT E answer E).
+A prediction is correct when ``extract_answer`` of it equals that of the gold answer: exact string match,
+so every digit of a reversed, zero-padded product must be right. Throughput is examples / wall-clock seconds
+over the timed region (generate + decode + compare), with the device synchronised before each clock read.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
+
+from .data.examples import Example, extract_answer
+from .data.sequences import encode_examples
+
+
+class SeparatorCount(StoppingCriteria):
+    """Stop a sequence once its generated part holds ``count`` E tokens."""
+
+    def __init__(self, eos_token_id: int, prompt_length: int, count: int):
+        self.eos, self.start, self.count = eos_token_id, prompt_length, count
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        return (input_ids[:, self.start :] == self.eos).sum(dim=1) >= self.count  # (B,)
+
+
+def _prompt_batch(tokenizer, examples: list[Example], device) -> dict[str, torch.Tensor]:
+    """Left-padded prompts `` {x} E``: input_ids and attention_mask of shape (B, T)."""
+    prompts = [e.input_ids for e in encode_examples(tokenizer, examples, "only")]
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for row, ids in enumerate(prompts):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        mask[row, width - len(ids) :] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
+
+
+def _cut_after_separators(ids: list[int], eos: int, count: int) -> list[int]:
+    seen = 0
+    for i, token in enumerate(ids):
+        seen += token == eos
+        if seen == count:
+            return ids[: i + 1]
+    return ids
+
+
+@torch.no_grad()
+def generate_text(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[Example],
+    num_separators: int = 1,
+    max_new_tokens: int = 128,
+) -> list[str]:
+    """Greedy continuations of the prompts, cut after the ``num_separators``-th E, special tokens removed."""
+    device = next(model.parameters()).device
+    batch = _prompt_batch(tokenizer, examples, device)
+    prompt_length = batch["input_ids"].shape[1]
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+        eos_token_id=None, pad_token_id=tokenizer.pad_token_id, use_cache=True,
+    )
+    stop = StoppingCriteriaList([SeparatorCount(tokenizer.eos_token_id, prompt_length, num_separators)])
+    output = model.generate(**batch, generation_config=config, stopping_criteria=stop)
+    texts = []
+    for row in output[:, prompt_length:].tolist():
+        kept = _cut_after_separators(row, tokenizer.eos_token_id, num_separators)
+        texts.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
+    return texts
+
+
+def is_correct(prediction: str, example: Example) -> bool:
+    """Exact match of the extracted answers."""
+    return extract_answer(prediction) == extract_answer(example.answer)
+
+
+@dataclass
+class EvalResult:
+    """Accuracy (fraction correct), throughput (examples/s) and every prediction."""
+
+    accuracy: float
+    throughput: float
+    num_examples: int
+    batch_size: int
+    predictions: list[str] = field(repr=False, default_factory=list)
+    correct: list[bool] = field(repr=False, default_factory=list)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def evaluate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[Example],
+    num_separators: int = 1,
+    batch_size: int = 1,
+    max_new_tokens: int = 128,
+) -> EvalResult:
+    """Accuracy and throughput on ``examples``; ``batch_size=1`` is the paper's protocol, larger is batched mode."""
+    if not examples:
+        raise ValueError("evaluate() got no examples")
+    model.eval()
+    device = next(model.parameters()).device
+    predictions, correct, seconds = [], [], 0.0
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        _sync(device)
+        tic = time.perf_counter()
+        texts = generate_text(model, tokenizer, chunk, num_separators, max_new_tokens)
+        hits = [is_correct(t, e) for t, e in zip(texts, chunk)]
+        _sync(device)
+        seconds += time.perf_counter() - tic
+        predictions += texts
+        correct += hits
+    return EvalResult(sum(correct) / len(correct), len(examples) / seconds, len(examples), batch_size, predictions, correct)

@@ -1,0 +1,64 @@
+"""Where code runs: device choice, seeding, and the ``torchrun`` process group."""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .config import check_choice
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``'auto'`` picks CUDA when available (the local rank's GPU under torchrun), else the CPU."""
+    check_choice("device", device.split(":")[0], DEVICES)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device='cuda' was requested but torch.cuda.is_available() is False")
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's and torch's generators (CPU and every GPU)."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """This process's place in a ``torchrun`` launch (world_size 1 when launched plainly)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def launch_info() -> DistributedContext:
+    """Rank and world size as ``torchrun`` set them in the environment (before the process group exists)."""
+    env = os.environ
+    return DistributedContext(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1)))
+
+
+def init_distributed(device: torch.device) -> DistributedContext:
+    """Join the process group that ``torchrun`` set up (NCCL on GPU, gloo on CPU); a no-op otherwise."""
+    if launch_info().world_size == 1:
+        return DistributedContext()
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+    return DistributedContext(dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size())

@@ -1,0 +1,50 @@
+"""Tokenizers: an offline digit-level one for arithmetic, and GPT-2's BPE for paper-scale runs.
+
+The digit tokenizer is a HF ``tokenizers`` word-level model over whitespace-separated symbols, wrapped as a
+``PreTrainedTokenizerFast`` so it saves and loads next to a model like any hub tokenizer. Its end-of-text
+token plays the role of GPT-2's ``<|endoftext|>`` (question/CoT/answer separator and end of sequence,
+spec §2.2); padding has its own token so a pad is never mistaken for a separator.
+"""
+from __future__ import annotations
+
+import os
+
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+EOS_TOKEN = "<eos>"
+PAD_TOKEN = "<pad>"
+UNK_TOKEN = "<unk>"
+# Every symbol of the multiplication format, plus a few for other arithmetic tasks.
+ARITHMETIC_SYMBOLS = [str(d) for d in range(10)] + ["+", "-", "*", "/", "=", "(", ")", ".", "####"]
+
+
+def build_digit_tokenizer(symbols: list[str] = ARITHMETIC_SYMBOLS) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer: one token per whitespace-separated symbol; unknown symbols map to ``<unk>``."""
+    vocab = {token: i for i, token in enumerate([PAD_TOKEN, EOS_TOKEN, UNK_TOKEN, *symbols])}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token=EOS_TOKEN,
+        bos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        unk_token=UNK_TOKEN,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    """``'digits'`` builds the arithmetic tokenizer; anything else is a local folder or a hub id (``'gpt2'``).
+
+    GPT-2 has no pad token: padding reuses ``<|endoftext|>`` as the reference does (spec §2.2)."""
+    if name_or_path == "digits":
+        return build_digit_tokenizer()
+    if not os.path.isdir(name_or_path) and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise FileNotFoundError(
+            f"tokenizer {name_or_path!r} is neither 'digits' nor a local folder, and HF_HUB_OFFLINE=1 forbids the hub"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

@@ -1,0 +1,81 @@
+"""Every figure of the book, built with plotly and displayed so that it shows up in the rendered book.
+
+plotly >= 6 running under a kernel emits only its own mime type, which Jupyter Book 1 (myst-nb) drops, so the
+page would show nothing. Importing this module sets the renderer to ``plotly_mimetype+book``: JupyterLab
+draws the mime type; the book uses an HTML div whose script calls ``Plotly.newPlot``. plotly.js itself is
+not inlined into every output: the book's ``plotly_offline`` extension serves the installed plotly.min.js
+once, so pages stay small and work offline.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.io._base_renderers import HtmlRenderer
+
+RENDERER = "plotly_mimetype+book"
+pio.renderers["book"] = HtmlRenderer(connected=False, full_html=False, global_init=False, include_plotlyjs=False)
+pio.renderers.default = RENDERER
+pio.templates.default = "plotly_white"
+
+METHOD_COLORS = {
+    "no_cot": "#636EFA", "explicit_cot": "#EF553B", "implicit_cot": "#00CC96", "dot": "#AB63FA", "dot_mp": "#FFA15A",
+}
+METHOD_LABELS = {
+    "no_cot": "No CoT", "explicit_cot": "Explicit CoT", "implicit_cot": "Implicit CoT", "dot": "DoT", "dot_mp": "DoT-MP",
+}
+
+
+def label(method: str) -> str:
+    """Display name of a method key (``'no_cot'`` → ``'No CoT'``)."""
+    return METHOD_LABELS.get(method, method)
+
+
+def loss_curves(histories: Mapping[str, list[dict]], title: str = "Training loss") -> go.Figure:
+    """One line per run: loss (log scale) against optimizer step; ``histories`` maps a name to train() history."""
+    fig = go.Figure()
+    for name, history in histories.items():
+        fig.add_trace(go.Scatter(
+            x=[row["step"] for row in history], y=[row["loss"] for row in history], mode="lines",
+            name=label(name), line={"color": METHOD_COLORS.get(name)},
+        ))
+    fig.update_layout(title=title, xaxis_title="optimizer step", yaxis_title="cross-entropy (nats/token)", height=380)
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def accuracy_vs_throughput(rows: Iterable[Mapping], title: str = "Accuracy vs throughput") -> go.Figure:
+    """Scatter of ``accuracy`` against ``throughput`` (log x), one marker per row with a ``method`` key."""
+    fig = go.Figure()
+    for row in rows:
+        fig.add_trace(go.Scatter(
+            x=[row["throughput"]], y=[100 * row["accuracy"]], mode="markers+text", name=label(row["method"]),
+            text=[label(row["method"])], textposition="top center",
+            marker={"size": 14, "color": METHOD_COLORS.get(row["method"])},
+            hovertemplate="%{text}<br>%{y:.1f}% exact match<br>%{x:.1f} examples/s<extra></extra>",
+        ))
+    fig.update_layout(title=title, xaxis_title="throughput at batch size 1 (examples/s, log scale)",
+                      yaxis_title="exact-match accuracy (%)", height=420, showlegend=False)
+    fig.update_xaxes(type="log")
+    fig.update_yaxes(range=[-5, 108])
+    return fig
+
+
+def results_table(rows: Iterable[Mapping]) -> pd.DataFrame:
+    """Rows of ``method``/``accuracy``/``throughput`` as a display table (accuracy in %)."""
+    frame = pd.DataFrame(list(rows))
+    frame["method"] = frame["method"].map(label)
+    frame["accuracy"] = (100 * frame["accuracy"]).round(1)
+    frame["throughput"] = frame["throughput"].round(1)
+    return frame.rename(columns={"accuracy": "accuracy (%)", "throughput": "examples/s"}).set_index("method")
+
+
+def save_figure(fig: go.Figure, output_dir: str | Path, name: str) -> Path:
+    """Save ``fig`` as plotly JSON (small, offline; reload with ``plotly.io.read_json``)."""
+    path = Path(output_dir) / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_json(path)
+    return path

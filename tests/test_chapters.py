@@ -1,0 +1,85 @@
+"""Every chapter executed with papermill at the smoke preset, the book built from those runs, and the
+pages opened in a real browser."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import papermill
+import pytest
+import yaml
+
+from site_check import figure_counts, find_chromium, screenshot
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+EXPECTED_METRICS = {
+    "01_multiplication_baselines": ["no_cot.accuracy", "no_cot.throughput", "explicit_cot.accuracy", "explicit_cot.throughput"],
+}
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory):
+    """A copy of the book whose chapters were executed at the smoke preset, configured not to re-execute."""
+    book = tmp_path_factory.mktemp("smoke_book")
+    for name in ("_toc.yml", "book"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, book / name)
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config["execute"]["execute_notebooks"] = "off"
+    (book / "_config.yml").write_text(yaml.safe_dump(config))
+    (book / "notebooks").mkdir()
+    errors = {}
+    for path in CHAPTERS:
+        try:
+            papermill.execute_notebook(
+                str(path), str(book / "notebooks" / path.name), cwd=str(book / "notebooks"), kernel_name="python3",
+                parameters={"preset": "smoke", "output_dir": str(book / "outputs" / path.stem)}, progress_bar=False,
+            )
+        except papermill.PapermillExecutionError as err:
+            errors[path.stem] = f"{err.ename}: {err.evalue}"
+    return book, errors
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_runs_at_smoke_preset_and_writes_metrics(smoke_book, path):
+    book, errors = smoke_book
+    assert path.stem not in errors, f"{path.name} failed: {errors.get(path.stem)} (see the executed copy in {book})"
+    metrics = json.loads((book / "outputs" / path.stem / "metrics.json").read_text())
+    for key in EXPECTED_METRICS.get(path.stem, []):
+        assert key in metrics, f"metrics.json of {path.stem} lacks {key!r}"
+        assert isinstance(metrics[key], (int, float))
+
+
+@pytest.fixture(scope="session")
+def built_book(smoke_book):
+    book, errors = smoke_book
+    if errors:
+        pytest.skip(f"chapters failed to execute: {sorted(errors)}")
+    jb = Path(sys.executable).with_name("jupyter-book")
+    run = subprocess.run([str(jb), "build", str(book), "-W", "--keep-going"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, f"jupyter-book build failed or warned:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+    return book / "_build" / "html"
+
+
+@pytest.mark.notebook
+def test_book_builds_with_warnings_as_errors(built_book):
+    for path in CHAPTERS:
+        assert (built_book / "notebooks" / f"{path.stem}.html").is_file()
+    assert (built_book / "_static" / "plotly.min.js").is_file(), "plotly.js must be served locally (offline book)"
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_figures_render_in_a_real_browser(built_book, path):
+    if find_chromium() is None:
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail("REQUIRE_BROWSER=1 but chromium is not installed (make chromium)")
+        pytest.skip("chromium not installed")
+    page = built_book / "notebooks" / f"{path.stem}.html"
+    divs, drawn = figure_counts(page)
+    screenshot(page, ROOT / "_build" / "screenshots" / f"smoke-{path.stem}.png")
+    assert divs > 0, f"{path.stem} has no plotly figure in its HTML: is reasoning_lib.viz imported?"
+    assert drawn >= divs, f"only {drawn} of {divs} figures drawn: is plotly.min.js loaded before the figures?"
