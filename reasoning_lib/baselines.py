@@ -41,7 +41,7 @@ class BaselineConfig:
     batch_size: int = 128
     lr: float = 1e-3
     warmup_steps: int = 100
-    schedule: str = "constant"
+    schedule: str = "wsd"  # constant peak, linear decay over the last 20%: ends on a settled model
     weight_decay: float = 0.01
     dropout: float = 0.0
     max_new_tokens: int = 128
@@ -69,7 +69,7 @@ PRESETS = {
     "tiny": BaselineConfig(),
     # Deng et al. 2023: pretrained GPT-2 small, 808k 4x4 problems, 1 epoch, lr 5e-5, batch 32, no warmup.
     "paper": BaselineConfig(task="4x4", model="gpt2", tokenizer="gpt2", num_train=808_000, num_valid=1000,
-                            num_test=1000, batch_size=32, lr=5e-5, warmup_steps=0, dropout=0.1),
+                            num_test=1000, batch_size=32, lr=5e-5, warmup_steps=0, schedule="constant", dropout=0.1),
 }
 
 

@@ -66,5 +66,5 @@ def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> dict:
     except RuntimeError as err:  # size mismatch: a checkpoint of another model
         raise ValueError(f"checkpoint {path} does not fit this model: {err}") from None
     if missing or unexpected:
-        raise ValueError(f"checkpoint {path} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(f"checkpoint {path} does not fit this model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
     return torch.load(path / "trainer_state.pt", weights_only=True)

@@ -1,7 +1,9 @@
 """Greedy generation, exact-match accuracy and throughput (spec §5 of ``implicit_cot.md``).
 
-A model reads the prompt `` {x} E`` and generates greedily with the KV cache (HF ``generate``) until it has
-written ``num_separators`` E tokens: 1 for a model that answers directly, 2 for explicit CoT (CoT E answer E).
+A model reads the prompt `` {x} E`` and generates greedily with the KV cache until it has written
+``num_separators`` E tokens: 1 for a model that answers directly, 2 for explicit CoT (CoT E answer E).
+The decoding loop is our own (a few lines over the model's forward and its cache) because HF ``generate``
+always stops at the first end-of-sequence token, and because later chapters need to alter the prompt pass.
 A prediction is correct when ``extract_answer`` of it equals that of the gold answer: exact string match,
 so every digit of a reversed, zero-padded product must be right. Throughput is examples / wall-clock seconds
 over the timed region (generate + decode + compare), with the device synchronised before each clock read.
@@ -12,20 +14,10 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .data.examples import Example, extract_answer
 from .data.sequences import encode_examples
-
-
-class SeparatorCount(StoppingCriteria):
-    """Stop a sequence once its generated part holds ``count`` E tokens."""
-
-    def __init__(self, eos_token_id: int, prompt_length: int, count: int):
-        self.eos, self.start, self.count = eos_token_id, prompt_length, count
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-        return (input_ids[:, self.start :] == self.eos).sum(dim=1) >= self.count  # (B,)
 
 
 def _prompt_batch(tokenizer, examples: list[Example], device) -> dict[str, torch.Tensor]:
@@ -50,6 +42,44 @@ def _cut_after_separators(ids: list[int], eos: int, count: int) -> list[int]:
 
 
 @torch.no_grad()
+def greedy_generate(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    eos_token_id: int,
+    pad_token_id: int,
+    num_separators: int = 1,
+    max_new_tokens: int = 128,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """Greedy tokens (B, N) after left-padded prompts (B, T); a row stops after ``num_separators`` E tokens
+    and is padded with ``pad_token_id`` while the others finish. ``use_cache=False`` recomputes the whole
+    sequence every step (a slow reference for tests)."""
+    batch = input_ids.shape[0]
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=use_cache)
+    seen = torch.zeros(batch, dtype=torch.long, device=input_ids.device)
+    done = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+    tokens = []
+    for _ in range(max_new_tokens):
+        token = out.logits[:, -1].argmax(-1).masked_fill(done, pad_token_id)  # (B,)
+        tokens.append(token)
+        seen += token == eos_token_id
+        done |= seen >= num_separators
+        if bool(done.all()):
+            break
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, 1)], dim=1)
+        if use_cache:
+            positions = positions[:, -1:] + 1
+            out = model(input_ids=token[:, None], attention_mask=attention_mask, position_ids=positions,
+                        past_key_values=out.past_key_values, use_cache=True)
+        else:
+            input_ids = torch.cat([input_ids, token[:, None]], dim=1)
+            positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+            out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False)
+    return torch.stack(tokens, dim=1)
+
+
 def generate_text(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -58,17 +88,11 @@ def generate_text(
     max_new_tokens: int = 128,
 ) -> list[str]:
     """Greedy continuations of the prompts, cut after the ``num_separators``-th E, special tokens removed."""
-    device = next(model.parameters()).device
-    batch = _prompt_batch(tokenizer, examples, device)
-    prompt_length = batch["input_ids"].shape[1]
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-        eos_token_id=None, pad_token_id=tokenizer.pad_token_id, use_cache=True,
-    )
-    stop = StoppingCriteriaList([SeparatorCount(tokenizer.eos_token_id, prompt_length, num_separators)])
-    output = model.generate(**batch, generation_config=config, stopping_criteria=stop)
+    batch = _prompt_batch(tokenizer, examples, next(model.parameters()).device)
+    output = greedy_generate(model, **batch, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                             num_separators=num_separators, max_new_tokens=max_new_tokens)
     texts = []
-    for row in output[:, prompt_length:].tolist():
+    for row in output.tolist():
         kept = _cut_after_separators(row, tokenizer.eos_token_id, num_separators)
         texts.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
     return texts

@@ -21,9 +21,13 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from transformers.utils import logging as hf_logging
+
 from .config import check_choice
 
 logger = logging.getLogger(__name__)
+# transformers' own progress bars (weight loading/saving) would land in chapter pages as empty widgets.
+hf_logging.disable_progress_bar()
 
 # (num_hidden_layers, hidden_size, num_attention_heads); the MLP is 4x wide as in GPT-2.
 SIZE_PRESETS = {
@@ -104,9 +108,9 @@ def build_model(
 
 
 def _named_loss(model: PreTrainedModel, arch: str) -> PreTrainedModel:
-    # Name the loss so transformers does not warn that it guessed it.
+    # GPT2LMHeadModel's class name does not tell transformers its loss; naming it avoids a warning per run.
     if arch != "bert":
-        model.config.loss_type = "ForCausalLM"
+        model.loss_type = "ForCausalLM"
     return model
 
 

@@ -23,10 +23,12 @@ from . import checkpoint as ckpt
 from .config import check_choice, check_positive
 from .runtime import DistributedContext, init_distributed, resolve_device
 
-SCHEDULES = ("constant", "cosine", "linear")
+SCHEDULES = ("constant", "wsd", "cosine", "linear")
 PRECISIONS = ("auto", "fp32", "bf16")
 # Settings a resumed run must share with the run that wrote the checkpoint (max_steps may grow).
-RESUME_MUST_MATCH = ("batch_size", "grad_accum_steps", "lr", "weight_decay", "warmup_steps", "schedule", "max_grad_norm", "seed")
+RESUME_MUST_MATCH = (
+    "batch_size", "grad_accum_steps", "lr", "weight_decay", "warmup_steps", "schedule", "decay_fraction", "max_grad_norm", "seed",
+)
 
 
 @dataclass
@@ -40,6 +42,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 0
     schedule: str = "constant"
+    decay_fraction: float = 0.2  # 'wsd' only: the last fraction of steps decays linearly to 0
     max_grad_norm: float | None = 1.0
     seed: int = 1234
     log_every: int = 10
@@ -58,6 +61,8 @@ class TrainConfig:
         check_positive("checkpoint_every", self.checkpoint_every, allow_zero=True)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("precision", self.precision, PRECISIONS)
+        if not 0 < self.decay_fraction <= 1:
+            raise ValueError(f"decay_fraction={self.decay_fraction} must lie in (0, 1]")
 
 
 @dataclass
@@ -74,11 +79,17 @@ class TrainResult:
 
 
 def lr_multiplier(step: int, config: TrainConfig) -> float:
-    """Learning-rate factor at ``step``: linear warmup, then the chosen schedule down to 0."""
+    """Learning-rate factor at ``step``: linear warmup, then the chosen schedule.
+
+    ``wsd`` (warmup-stable-decay) holds the peak and decays linearly to 0 over the last ``decay_fraction``
+    of the steps: it keeps the fast progress of a constant rate and ends on a settled model."""
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
     if config.schedule == "constant":
         return 1.0
+    if config.schedule == "wsd":
+        decay_start = config.max_steps * (1 - config.decay_fraction)
+        return 1.0 if step < decay_start else max(0.0, (config.max_steps - step) / (config.max_steps - decay_start))
     progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
     if config.schedule == "linear":
         return max(0.0, 1.0 - progress)
@@ -171,7 +182,6 @@ def train(
     wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if ctx.enabled else model
     sampler = BatchSampler(len(dataset), config.batch_size, config.seed, ctx)
     use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
     model.train()
     bar = tqdm(total=config.max_steps, initial=step, disable=not (config.progress and ctx.is_main), mininterval=2.0)
     running, tokens, started = 0.0, 0, time.perf_counter()
@@ -179,10 +189,10 @@ def train(
         for micro in range(config.grad_accum_steps):
             batch = _to(collate_fn([dataset[i] for i in sampler.indices(step * config.grad_accum_steps + micro)]), device)
             last = micro == config.grad_accum_steps - 1
-            sync = nullcontext() if (last or not ctx.enabled) else wrapped.no_sync()
-            with sync, autocast:
-                loss = loss_fn(wrapped, batch) / config.grad_accum_steps
-            with sync:
+            # DDP all-reduces gradients on the last micro-batch only
+            with (nullcontext() if (last or not ctx.enabled) else wrapped.no_sync()):
+                with (torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()):
+                    loss = loss_fn(wrapped, batch) / config.grad_accum_steps
                 loss.backward()
             value = loss.item() * config.grad_accum_steps
             if not math.isfinite(value):

@@ -14,10 +14,20 @@ from typing import Iterable, Mapping
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
-from plotly.io._base_renderers import HtmlRenderer
+from plotly.io.base_renderers import MimetypeRenderer
+
+
+class BookRenderer(MimetypeRenderer):
+    """A figure as an HTML div and a ``Plotly.newPlot`` call: no plotly.js, no MathJax from a CDN."""
+
+    def to_mimebundle(self, fig_dict):
+        html = pio.to_html(fig_dict, include_plotlyjs=False, include_mathjax=False, full_html=False,
+                           default_width="100%", default_height=525, validate=False)
+        return {"text/html": html}
+
 
 RENDERER = "plotly_mimetype+book"
-pio.renderers["book"] = HtmlRenderer(connected=False, full_html=False, global_init=False, include_plotlyjs=False)
+pio.renderers["book"] = BookRenderer()
 pio.renderers.default = RENDERER
 pio.templates.default = "plotly_white"
 

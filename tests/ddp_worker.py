@@ -17,7 +17,7 @@ dataset = encode_examples(tokenizer, make_splits(2, 256, 0, 0, seed=0).train, "a
 seed_everything(100 + rank)  # different initial weights per rank: DDP must broadcast rank 0's
 model = build_model("tiny", tokenizer=tokenizer, dropout=0.1)
 save_file({k: v.contiguous() for k, v in model.state_dict().items() if "lm_head" not in k}, f"{out}/init{rank}.safetensors")
-config = TrainConfig(max_steps=5, batch_size=8, lr=1e-3, log_every=1, progress=False, device="cpu")
+config = TrainConfig(max_steps=5, batch_size=4, grad_accum_steps=2, lr=1e-3, log_every=1, progress=False, device="cpu")
 result = train(model, dataset, config, lambda b: collate(b, tokenizer.pad_token_id))
 save_file({k: v.contiguous() for k, v in result.model.state_dict().items() if "lm_head" not in k}, f"{out}/rank{rank}.safetensors")
 print(f"rank {rank} done, loss {result.final_loss:.4f}")

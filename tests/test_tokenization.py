@@ -74,3 +74,22 @@ def test_collate_pads_right_with_pad_and_ignore(digit_tokenizer):
     assert (out["input_ids"][0, short:] == digit_tokenizer.pad_token_id).all()
     assert (out["labels"][0, short:] == IGNORE_INDEX).all() and out["attention_mask"][0].sum() == short
     assert out["sep"].tolist() == [batch[0].sep, batch[1].sep]
+
+
+def test_gpt2_pieces_match_whole_string_tokenization(shared_file):
+    """Spec §2.2 with the real GPT-2 tokenizer (runs only where it is cached locally: nothing is downloaded)."""
+    from transformers import AutoTokenizer
+
+    from reasoning_lib.data import read_examples
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained("gpt2", local_files_only=True)
+    except OSError:
+        pytest.skip("the gpt2 tokenizer is not in the local Hugging Face cache")
+    tokenizer.pad_token = tokenizer.eos_token
+    examples = read_examples(shared_file("4_by_4_mult/test_bigbench.txt"))[:50]
+    for example, encoded in zip(examples, encode_examples(tokenizer, examples, "all")):
+        e = tokenizer.eos_token
+        whole = tokenizer(f" {example.question} {e} {example.cot} {e} {example.answer} {e}")["input_ids"]
+        assert encoded.input_ids == whole
+        assert encoded.input_ids[encoded.sep - 1] == 220 and encoded.sep == 10 and encoded.cot_end - encoded.sep + 1 == 49

@@ -52,7 +52,7 @@ def test_checkpoints_are_safetensors_and_old_ones_are_pruned(digit_tokenizer, da
     _run(digit_tokenizer, dataset, output_dir=tmp_path, keep_checkpoints=2)
     found = list_checkpoints(tmp_path / "checkpoints")
     assert [p.name for p in found] == ["step-000010", "step-000012"]
-    assert "transformer.wte.weight" in load_file(found[-1] / "model.safetensors")
+    assert "transformer.h.0.attn.c_attn.weight" in load_file(found[-1] / "model.safetensors")
     state = torch.load(found[-1] / "trainer_state.pt", weights_only=True)
     assert state["step"] == 12 and "optimizer" in state and "rng" in state
     lines = (tmp_path / "train_log.jsonl").read_text().splitlines()
@@ -88,11 +88,13 @@ def test_nan_loss_stops_with_the_step(digit_tokenizer, dataset):
 
 
 def test_gradient_accumulation_matches_a_bigger_batch(digit_tokenizer, dataset):
-    # Same examples per optimizer step; equal-length sequences make the mean losses agree exactly in expectation.
+    # Same examples per optimizer step and equal-length sequences: the same gradients up to float rounding
+    # (which Adam's normalisation magnifies a little), and the same logged loss.
     one = _run(digit_tokenizer, dataset, max_steps=4, batch_size=16, dropout=0.0, max_grad_norm=None)
     two = _run(digit_tokenizer, dataset, max_steps=4, batch_size=8, grad_accum_steps=2, dropout=0.0, max_grad_norm=None)
     for name, tensor in one.model.state_dict().items():
-        assert torch.allclose(tensor, two.model.state_dict()[name], atol=1e-5), f"{name}: accumulation is not averaging"
+        assert torch.allclose(tensor, two.model.state_dict()[name], atol=1e-4), f"{name}: accumulation differs from one big batch"
+    assert [h["loss"] for h in one.history] == pytest.approx([h["loss"] for h in two.history], rel=1e-5)
 
 
 def test_lr_schedules():

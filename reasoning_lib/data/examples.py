@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 ANSWER_MARKER = "####"
 FIELD_SEPARATOR = "||"
@@ -83,9 +83,3 @@ def extract_answer(text: str) -> str:
     if ANSWER_MARKER in text:
         text = ANSWER_MARKER + text.split(ANSWER_MARKER, 1)[1]
     return text.strip().replace(",", "")
-
-
-def iter_chunks(items: list, size: int) -> Iterator[list]:
-    """Consecutive slices of ``items`` of length ``size`` (the last may be shorter)."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
