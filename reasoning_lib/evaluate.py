@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .data.examples import Example, extract_answer
+from .data.examples import ANSWER_MARKER, Example, extract_answer
 from .data.sequences import encode_examples
 
 
@@ -101,6 +101,19 @@ def generate_text(
 def is_correct(prediction: str, example: Example) -> bool:
     """Exact match of the extracted answers."""
     return extract_answer(prediction) == extract_answer(example.answer)
+
+
+def position_accuracy(predictions: list[str], examples: list[Example]) -> list[float]:
+    """For each position i of the gold answer's symbols (after ``####``), the fraction of predictions whose
+    i-th answer symbol matches: which digits of a product a model gets right (i = 0 is the ones digit)."""
+    width = max(len(extract_answer(e.answer).split()) - 1 for e in examples)
+    hits = [0] * width
+    for prediction, example in zip(predictions, examples, strict=True):
+        predicted = extract_answer(prediction).split()[1:] if ANSWER_MARKER in prediction else []
+        gold = extract_answer(example.answer).split()[1:]
+        for i, (p, g) in enumerate(zip(predicted, gold)):
+            hits[i] += p == g
+    return [h / len(examples) for h in hits]
 
 
 @dataclass

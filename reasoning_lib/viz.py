@@ -74,6 +74,20 @@ def accuracy_vs_throughput(rows: Iterable[Mapping], title: str = "Accuracy vs th
     return fig
 
 
+def position_accuracy(per_method: Mapping[str, list[float]], title: str = "Which answer digits are right") -> go.Figure:
+    """Grouped bars: accuracy of each answer digit (ones digit first), one group per method."""
+    fig = go.Figure()
+    for method, accuracies in per_method.items():
+        fig.add_trace(go.Bar(
+            x=[f"10^{i}" for i in range(len(accuracies))], y=[100 * a for a in accuracies], name=label(method),
+            marker_color=METHOD_COLORS.get(method),
+        ))
+    fig.update_layout(title=title, barmode="group", xaxis_title="answer digit (place value, as written: ones first)",
+                      yaxis_title="digit accuracy (%)", height=380)
+    fig.update_yaxes(range=[0, 105])
+    return fig
+
+
 def results_table(rows: Iterable[Mapping]) -> pd.DataFrame:
     """Rows of ``method``/``accuracy``/``throughput`` as a display table (accuracy in %)."""
     frame = pd.DataFrame(list(rows))

@@ -75,3 +75,11 @@ def test_evaluate_scores_exact_match(model, digit_tokenizer, monkeypatch):
     monkeypatch.setattr("reasoning_lib.evaluate.generate_text", lambda *a, **k: ["#### 3 4 0 0"] * len(a[2]))
     result = evaluate(model, digit_tokenizer, examples, batch_size=2)
     assert result.correct == [True, False] and result.accuracy == 0.5
+
+
+def test_position_accuracy_counts_each_answer_digit():
+    from reasoning_lib.evaluate import position_accuracy
+
+    examples = [Example("q", "", "#### 1 2 3"), Example("q", "", "#### 4 5 6")]
+    assert position_accuracy(["#### 1 2 0", "x #### 4 0 0"], examples) == [1.0, 0.5, 0.0]
+    assert position_accuracy(["#### 1", "no answer"], examples) == [0.5, 0.0, 0.0]

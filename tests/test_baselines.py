@@ -1,0 +1,65 @@
+import pytest
+
+from reasoning_lib import baselines
+from reasoning_lib.chapter import read_metrics, resolve_output_dir, write_metrics
+from reasoning_lib.data import parse_operands, read_examples, write_examples
+from reasoning_lib.data.multiplication import make_splits
+
+
+def test_presets_and_overrides_are_validated():
+    assert baselines.get_config("paper").model == "gpt2"
+    assert baselines.get_config("tiny", task="4x4").task == "4x4"
+    with pytest.raises(ValueError, match="preset='huge' is not allowed"):
+        baselines.get_config("huge")
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['steps'\]"):
+        baselines.get_config("tiny", steps=3)
+    with pytest.raises(ValueError, match="task='3x4'"):
+        baselines.get_config("tiny", task="3x4")
+    with pytest.raises(ValueError, match="method='cot'"):
+        baselines.train_baseline("cot", [], baselines.get_config("smoke"), "unused")
+
+
+def test_paper_preset_matches_the_published_setting():
+    config = baselines.get_config("paper")
+    train = config.train_config(seed=0, device="cpu")
+    assert (config.task, config.num_train, config.batch_size, config.lr) == ("4x4", 808_000, 32, 5e-5)
+    assert train.max_steps == 808_000 // 32 and train.schedule == "constant" and train.warmup_steps == 0
+    assert config.train_config(seed=0, device="cpu", world_size=8).max_steps == 808_000 // (32 * 8)
+
+
+def test_prepare_data_writes_the_splits_and_excludes_a_given_test_file(tmp_path):
+    test = make_splits(2, 0, 0, 40, seed=99).test
+    test_file = write_examples(tmp_path / "test_bigbench.txt", test)
+    config = baselines.get_config("smoke", num_train=2000, test_file=str(test_file))
+    splits = baselines.prepare_data(config, seed=0, data_dir=tmp_path / "data")
+    assert splits.test == test[: config.num_test]
+    train_pairs = {parse_operands(e.question) for e in splits.train}
+    assert not train_pairs & {parse_operands(e.question) for e in test}
+    assert read_examples(tmp_path / "data" / "train.txt") == splits.train
+
+
+def test_metrics_round_trip_and_relative_output_dirs_start_at_the_book_root(tmp_path, monkeypatch):
+    (tmp_path / "_toc.yml").write_text("root: intro\n")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    out = resolve_output_dir("outputs/ch1")
+    assert out == tmp_path / "outputs" / "ch1" and out.is_dir()
+    write_metrics(out, {"no_cot.accuracy": 0.25})
+    assert read_metrics(out) == {"no_cot.accuracy": 0.25}
+    with pytest.raises(FileNotFoundError, match="has that chapter been run"):
+        read_metrics(tmp_path)
+
+
+@pytest.mark.slow
+def test_explicit_cot_learns_two_digit_multiplication_and_no_cot_lags(tmp_path):
+    config = baselines.get_config("smoke", num_train=400 * 64, batch_size=64, warmup_steps=30, num_test=100)
+    splits = baselines.prepare_data(config, seed=0)
+    accuracy = {}
+    for method in ("explicit_cot", "no_cot"):
+        model, tokenizer, result = baselines.train_baseline(method, splits.train, config, tmp_path / method, device="cpu")
+        assert result.history[-1]["loss"] < result.history[0]["loss"]
+        accuracy[method] = baselines.evaluate_baseline(method, model, tokenizer, splits.test, config).accuracy
+    assert accuracy["explicit_cot"] >= 0.9, accuracy
+    assert accuracy["explicit_cot"] > accuracy["no_cot"] + 0.2, accuracy
+    assert (tmp_path / "explicit_cot" / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "explicit_cot" / "model" / "tokenizer.json").is_file()
