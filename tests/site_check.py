@@ -35,7 +35,9 @@ def figure_counts(page: Path) -> tuple[int, int]:
     """(plotly figure divs in the HTML, figures that plotly.js actually drew as SVG)."""
     html = page.read_text(encoding="utf-8")
     divs = len(re.findall(r'class="plotly-graph-div"', html))
-    drawn = len(re.findall(r'<svg class="main-svg"', rendered_dom(page))) // 2  # plotly draws 2 svg layers per figure
+    dom = rendered_dom(page)
+    plotted = len(re.findall(r'class="[^"]*plotly-graph-div[^"]*js-plotly-plot', dom))  # class plotly.js adds
+    drawn = min(plotted, len(re.findall(r'<svg class="main-svg"', dom)) // 2)  # every drawn figure has >= 2 svg layers
     return divs, drawn
 
 
