@@ -1,3 +1,5 @@
+import math
+
 import pytest
 
 from reasoning_lib import baselines
@@ -24,7 +26,7 @@ def test_paper_preset_matches_the_published_setting():
     train = config.train_config(seed=0, device="cpu")
     assert (config.task, config.num_train, config.batch_size, config.lr) == ("4x4", 808_000, 32, 5e-5)
     assert train.max_steps == 808_000 // 32 and train.schedule == "constant" and train.warmup_steps == 0
-    assert config.train_config(seed=0, device="cpu", world_size=8).max_steps == 808_000 // (32 * 8)
+    assert config.train_config(seed=0, device="cpu", world_size=8).max_steps == math.ceil(808_000 / (32 * 8))
 
 
 def test_prepare_data_writes_the_splits_and_excludes_a_given_test_file(tmp_path):
@@ -52,7 +54,9 @@ def test_metrics_round_trip_and_relative_output_dirs_start_at_the_book_root(tmp_
 
 @pytest.mark.slow
 def test_explicit_cot_learns_two_digit_multiplication_and_no_cot_lags(tmp_path):
-    config = baselines.get_config("smoke", num_train=400 * 64, batch_size=64, warmup_steps=30, num_test=100)
+    # 2x2 has only 8,100 problems: 6,000 of them, 6 epochs = 563 steps of 64.
+    config = baselines.get_config("smoke", num_train=6000, num_epochs=6, batch_size=64, lr=2e-3, warmup_steps=30,
+                                  num_test=100)
     splits = baselines.prepare_data(config, seed=0)
     accuracy = {}
     for method in ("explicit_cot", "no_cot"):
