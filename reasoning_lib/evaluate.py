@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -20,7 +21,7 @@ from .data.examples import ANSWER_MARKER, Example, extract_answer
 from .data.sequences import encode_examples
 
 
-def _prompt_batch(tokenizer, examples: list[Example], device) -> dict[str, torch.Tensor]:
+def prompt_batch(tokenizer, examples: list[Example], device) -> dict[str, torch.Tensor]:
     """Left-padded prompts `` {x} E``: input_ids and attention_mask of shape (B, T)."""
     prompts = [e.input_ids for e in encode_examples(tokenizer, examples, "only")]
     width = max(len(p) for p in prompts)
@@ -88,11 +89,16 @@ def generate_text(
     max_new_tokens: int = 128,
 ) -> list[str]:
     """Greedy continuations of the prompts, cut after the ``num_separators``-th E, special tokens removed."""
-    batch = _prompt_batch(tokenizer, examples, next(model.parameters()).device)
+    batch = prompt_batch(tokenizer, examples, next(model.parameters()).device)
     output = greedy_generate(model, **batch, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                              num_separators=num_separators, max_new_tokens=max_new_tokens)
+    return decode_generated(tokenizer, output, num_separators)
+
+
+def decode_generated(tokenizer: PreTrainedTokenizerBase, tokens: torch.Tensor, num_separators: int) -> list[str]:
+    """Texts of generated ``tokens`` (B, N), each cut after its ``num_separators``-th E, special tokens removed."""
     texts = []
-    for row in output.tolist():
+    for row in tokens.tolist():
         kept = _cut_after_separators(row, tokenizer.eos_token_id, num_separators)
         texts.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
     return texts
@@ -142,17 +148,27 @@ def evaluate(
     max_new_tokens: int = 128,
 ) -> EvalResult:
     """Accuracy and throughput on ``examples``; ``batch_size=1`` is the paper's protocol, larger is batched mode."""
+    model.eval()
+
+    def generate(chunk: list[Example]) -> list[str]:
+        return generate_text(model, tokenizer, chunk, num_separators, max_new_tokens)
+
+    return evaluate_generator(generate, examples, batch_size, next(model.parameters()).device)
+
+
+def evaluate_generator(
+    generate: Callable[[list[Example]], list[str]], examples: list[Example], batch_size: int, device: torch.device
+) -> EvalResult:
+    """Time ``generate`` (a batch of examples → predicted texts) plus scoring over ``examples`` in batches."""
     if not examples:
         raise ValueError("evaluate() got no examples")
-    model.eval()
-    device = next(model.parameters()).device
     predictions, correct, seconds = [], [], 0.0
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
         _sync(device)
         tic = time.perf_counter()
-        texts = generate_text(model, tokenizer, chunk, num_separators, max_new_tokens)
-        hits = [is_correct(t, e) for t, e in zip(texts, chunk)]
+        texts = generate(chunk)
+        hits = [is_correct(t, e) for t, e in zip(texts, chunk, strict=True)]
         _sync(device)
         seconds += time.perf_counter() - tic
         predictions += texts

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from reasoning_lib.data import Example, make_splits
-from reasoning_lib.evaluate import _prompt_batch, evaluate, generate_text, greedy_generate
+from reasoning_lib.evaluate import prompt_batch, evaluate, generate_text, greedy_generate
 from reasoning_lib.models import build_model
 from reasoning_lib.runtime import seed_everything
 
@@ -23,7 +23,7 @@ def examples():
 def test_cached_decoding_equals_full_recomputation(digit_tokenizer, examples, arch):
     seed_everything(2)
     net = build_model("tiny", arch=arch, tokenizer=digit_tokenizer).eval()
-    batch = _prompt_batch(digit_tokenizer, examples, "cpu")
+    batch = prompt_batch(digit_tokenizer, examples, "cpu")
     ids = dict(eos_token_id=digit_tokenizer.eos_token_id, pad_token_id=digit_tokenizer.pad_token_id,
                num_separators=2, max_new_tokens=20)
     fast = greedy_generate(net, **batch, **ids, use_cache=True)
