@@ -8,8 +8,9 @@ saved here is the teacher of the implicit-CoT chapter.
 """
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -23,6 +24,7 @@ from .runtime import launch_info
 from .tokenization import load_tokenizer
 from .train import TrainConfig, TrainResult, train
 
+CONFIG_FILE = "baseline_config.json"
 METHODS = {"no_cot": ("nocot", 1), "explicit_cot": ("all", 2)}  # training format, separators to generate
 
 
@@ -114,7 +116,14 @@ def train_baseline(
     if launch.is_main:
         model.save_pretrained(Path(output_dir) / "model")
         tokenizer.save_pretrained(Path(output_dir) / "model")
+        (Path(output_dir) / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2))
     return result.model, tokenizer, result
+
+
+def trained_with(output_dir: str | Path, config: BaselineConfig) -> bool:
+    """Whether ``output_dir`` holds a finished baseline trained with exactly ``config`` (so it can be reused)."""
+    path = Path(output_dir) / CONFIG_FILE
+    return path.is_file() and json.loads(path.read_text()) == asdict(config) and (Path(output_dir) / "model").is_dir()
 
 
 def evaluate_baseline(

@@ -157,11 +157,12 @@ def evaluate(
 
 
 def evaluate_generator(
-    generate: Callable[[list[Example]], list[str]], examples: list[Example], batch_size: int, device: torch.device
+    generate: Callable[[list[Example]], list[str]], examples: list[Example], batch_size: int, device: torch.device | str
 ) -> EvalResult:
     """Time ``generate`` (a batch of examples → predicted texts) plus scoring over ``examples`` in batches."""
     if not examples:
         raise ValueError("evaluate() got no examples")
+    device = torch.device(device)
     predictions, correct, seconds = [], [], 0.0
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]

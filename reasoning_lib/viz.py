@@ -88,6 +88,26 @@ def position_accuracy(per_method: Mapping[str, list[float]], title: str = "Which
     return fig
 
 
+def diagonal_heatmap(positions: list[int], tokens: list[str], title: str = "Which CoT position each layer reads") -> go.Figure:
+    """Layer (y) × sequence position (x) grid with a cell lit where layer l reads the teacher (``positions[l]``)."""
+    grid = [[1 if positions[layer] == x else 0 for x in range(len(tokens))] for layer in range(len(positions))]
+    fig = go.Figure(go.Heatmap(
+        z=grid, x=list(range(len(tokens))), y=[f"layer {l}" for l in range(len(positions))], showscale=False,
+        colorscale=[[0, "#f4f4f8"], [1, METHOD_COLORS["implicit_cot"]]], xgap=1, ygap=1,
+        customdata=[tokens] * len(positions), hovertemplate="%{y}, position %{x}: %{customdata}<extra></extra>",
+    ))
+    fig.update_layout(title=title, height=120 + 28 * len(positions), xaxis_title="CoT token")
+    fig.update_xaxes(tickmode="array", tickvals=list(range(len(tokens))), ticktext=tokens, tickangle=0)
+    return fig
+
+
+def per_layer(values: list[float], title: str, yaxis_title: str) -> go.Figure:
+    """One bar per layer (e.g. the emulator's squared error against the teacher's states)."""
+    fig = go.Figure(go.Bar(x=[f"layer {l}" for l in range(len(values))], y=values, marker_color=METHOD_COLORS["implicit_cot"]))
+    fig.update_layout(title=title, yaxis_title=yaxis_title, height=360)
+    return fig
+
+
 def results_table(rows: Iterable[Mapping]) -> pd.DataFrame:
     """Rows of ``method``/``accuracy``/``throughput`` as a display table (accuracy in %)."""
     frame = pd.DataFrame(list(rows))

@@ -67,3 +67,12 @@ def test_explicit_cot_learns_two_digit_multiplication_and_no_cot_lags(tmp_path):
     assert accuracy["explicit_cot"] > accuracy["no_cot"] + 0.2, accuracy
     assert (tmp_path / "explicit_cot" / "model" / "model.safetensors").is_file()
     assert (tmp_path / "explicit_cot" / "model" / "tokenizer.json").is_file()
+
+
+def test_trained_with_recognises_a_finished_run_of_the_same_settings(tmp_path):
+    config = baselines.get_config("smoke", num_train=64)
+    splits = baselines.prepare_data(config, seed=0)
+    assert not baselines.trained_with(tmp_path / "no_cot", config)
+    baselines.train_baseline("no_cot", splits.train, config, tmp_path / "no_cot", device="cpu")
+    assert baselines.trained_with(tmp_path / "no_cot", config)
+    assert not baselines.trained_with(tmp_path / "no_cot", baselines.get_config("smoke", num_train=64, lr=5e-4))

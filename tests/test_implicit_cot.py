@@ -157,3 +157,15 @@ def test_student_with_teacher_states_trains_on_mixed_separator_positions(digit_t
     student, result = train_student(_lm(digit_tokenizer), digit_tokenizer, examples, "mini", config, tmp_path)
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     assert (tmp_path / "final" / "modules.safetensors").is_file()
+
+
+def test_presets_switch_task_and_model_and_validate():
+    from reasoning_lib.implicit_cot.presets import get_config
+
+    paper = get_config("paper", task="5x5", model="gpt2-medium")
+    assert (paper.baseline.task, paper.baseline.model, paper.lr, paper.batch_size) == ("5x5", "gpt2-medium", 5e-5, 32)
+    assert paper.stage_config(seed=0, device="cpu").max_steps == 808_000 * 40 // 32
+    with pytest.raises(ValueError, match="delta='fast'"):
+        get_config("tiny", delta="fast")
+    with pytest.raises(ValueError, match="preset='huge'"):
+        get_config("huge")

@@ -8,13 +8,13 @@ from .modules import EmulatorOutput, ImplicitCoT, MindReadingStudent, ThoughtEmu
 from .persist import load_stage, save_stage
 from .states import diagonal_positions, normalise, teacher_states
 from .stages import (
-    check_fits, collate_pairs, encode_pairs, evaluate_implicit, generate_implicit, generate_with_teacher_states,
+    check_fits, collate_pairs, encode_pairs, evaluate_implicit, evaluate_with_teacher_states, generate_implicit, generate_with_teacher_states,
     load_coupled, state_mse_per_layer, train_coupled, train_emulator, train_student,
 )
 
 __all__ = [
     "EmulatorOutput", "ImplicitCoT", "MindReadingStudent", "ThoughtEmulator", "emulator_loss", "mixture_loss",
     "load_stage", "save_stage", "diagonal_positions", "normalise", "teacher_states", "check_fits", "collate_pairs",
-    "encode_pairs", "evaluate_implicit", "generate_implicit", "generate_with_teacher_states", "load_coupled",
+    "encode_pairs", "evaluate_implicit", "evaluate_with_teacher_states", "generate_implicit", "generate_with_teacher_states", "load_coupled",
     "state_mse_per_layer", "train_coupled", "train_emulator", "train_student",
 ]

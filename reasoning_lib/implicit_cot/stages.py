@@ -163,6 +163,18 @@ def evaluate_implicit(
         examples, batch_size, next(student.parameters()).device,
     )
 
+def evaluate_with_teacher_states(
+    teacher: PreTrainedModel, student: MindReadingStudent, tokenizer, examples: list[Example],
+    delta: str | int = "dynamic", batch_size: int = 64, max_new_tokens: int = 128,
+) -> EvalResult:
+    """Accuracy of the mind-reading student when it reads the teacher's states on the gold CoT."""
+    student.eval()
+    return evaluate_generator(
+        lambda chunk: generate_with_teacher_states(teacher, student, tokenizer, chunk, delta, max_new_tokens),
+        examples, batch_size, next(student.parameters()).device,
+    )
+
+
 @torch.no_grad()
 def state_mse_per_layer(
     emulator: ThoughtEmulator, teacher: PreTrainedModel, tokenizer, examples: list[Example],
