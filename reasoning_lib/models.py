@@ -91,12 +91,15 @@ def build_model(
     extra = {"num_labels": num_labels} if arch == "bert" else {}
     attn = attention_implementation()
     if name_or_preset not in SIZE_PRESETS:
-        if not os.path.isdir(name_or_preset) and os.environ.get("HF_HUB_OFFLINE") == "1":
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        try:
+            model = auto.from_pretrained(name_or_preset, attn_implementation=attn, local_files_only=offline, **extra)
+        except OSError as err:
+            where = "not a local folder nor in the local cache, and HF_HUB_OFFLINE=1 forbids the hub" if offline else str(err)
             raise FileNotFoundError(
-                f"model {name_or_preset!r} is not a size preset {list(SIZE_PRESETS)}, not a local folder, "
-                "and HF_HUB_OFFLINE=1 forbids the hub"
-            )
-        return _named_loss(auto.from_pretrained(name_or_preset, attn_implementation=attn, **extra), arch)
+                f"model {name_or_preset!r} is not a size preset {list(SIZE_PRESETS)} and could not be loaded: {where}"
+            ) from None
+        return _named_loss(model, arch)
     if tokenizer is None:
         raise ValueError(f"build_model({name_or_preset!r}) needs the tokenizer to size the vocabulary")
     special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,

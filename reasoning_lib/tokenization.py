@@ -40,11 +40,12 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     GPT-2 has no pad token: padding reuses ``<|endoftext|>`` as the reference does (spec §2.2)."""
     if name_or_path == "digits":
         return build_digit_tokenizer()
-    if not os.path.isdir(name_or_path) and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise FileNotFoundError(
-            f"tokenizer {name_or_path!r} is neither 'digits' nor a local folder, and HF_HUB_OFFLINE=1 forbids the hub"
-        )
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=offline)
+    except OSError as err:
+        where = "not a local folder nor in the local cache, and HF_HUB_OFFLINE=1 forbids the hub" if offline else str(err)
+        raise FileNotFoundError(f"tokenizer {name_or_path!r} could not be loaded: {where}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
