@@ -21,15 +21,18 @@ from .modules import ImplicitCoT, MindReadingStudent, ThoughtEmulator, emulator_
 from .persist import load_stage, save_stage
 from .states import diagonal_positions, teacher_states
 
+
 def encode_pairs(tokenizer: PreTrainedTokenizerBase, examples: list[Example]) -> list[tuple]:
     """Each example as (``nocot`` sequence, ``cot`` sequence); both share the prefix up to the separator."""
     return list(zip(encode_examples(tokenizer, examples, "nocot"), encode_examples(tokenizer, examples, "cot")))
+
 
 def collate_pairs(batch: list[tuple], pad_token_id: int) -> dict[str, torch.Tensor]:
     """nocot ``input_ids``/``labels``/``sep`` (B, T) plus ``cot_input_ids`` (B, T') and ``cot_end`` (B,)."""
     nocot = collate([pair[0] for pair in batch], pad_token_id)
     cot = collate([pair[1] for pair in batch], pad_token_id)
     return {**nocot, "cot_input_ids": cot["input_ids"], "cot_end": torch.tensor([pair[1].cot_end for pair in batch])}
+
 
 def check_fits(teacher: PreTrainedModel, lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
     """Teacher, student/emulator and tokenizer must agree on vocabulary, depth and width."""
@@ -42,13 +45,15 @@ def check_fits(teacher: PreTrainedModel, lm: PreTrainedModel, tokenizer: PreTrai
     if shapes["teacher"] != shapes["student"]:
         raise ValueError(f"teacher and student must have the same (layers, hidden size); got {shapes}")
 
+
 def _teacher_batch_states(teacher, batch: dict, delta) -> torch.Tensor:
     return teacher_states(teacher, batch["cot_input_ids"], batch["sep"], batch["cot_end"], delta)
 
+
 def _run_stage(module, tokenizer, examples, train_config: TrainConfig, loss_fn: Callable, output_dir: Path) -> TrainResult:
     dataset = encode_pairs(tokenizer, examples)
-    result = train(module, dataset, train_config, lambda b: collate_pairs(b, tokenizer.pad_token_id), loss_fn, output_dir)
-    return result
+    return train(module, dataset, train_config, lambda b: collate_pairs(b, tokenizer.pad_token_id), loss_fn, output_dir)
+
 
 def train_student(
     teacher: PreTrainedModel, tokenizer, examples: list[Example], model: str, train_config: TrainConfig,
@@ -67,10 +72,12 @@ def train_student(
         save_stage(student, Path(output_dir) / "final", tokenizer)
     return student, result
 
+
 def mixture_targets(batch: dict, num_layers: int, delta, offset: int = 0) -> torch.Tensor:
     """Supervised mixture components (B, L): the teacher's CoT token at each layer's diagonal position."""
     positions = diagonal_positions(batch["sep"], batch["cot_end"], num_layers, delta)
     return batch["cot_input_ids"].gather(1, positions) + offset
+
 
 def train_emulator(
     teacher: PreTrainedModel, tokenizer, examples: list[Example], model: str, train_config: TrainConfig,
@@ -96,6 +103,7 @@ def train_emulator(
         save_stage(emulator, Path(output_dir) / "final", tokenizer)
     return emulator, result
 
+
 def train_coupled(
     emulator: ThoughtEmulator, student: MindReadingStudent, tokenizer, examples: list[Example],
     train_config: TrainConfig, output_dir: str | Path, fix_emulator: bool = False,
@@ -112,10 +120,24 @@ def train_coupled(
         save_stage(coupled.student, Path(output_dir) / "final" / "student", tokenizer)
     return coupled, result
 
+
 def load_coupled(path: str | Path) -> ImplicitCoT:
     """Reload the output of ``train_coupled`` (``path/final/{emulator,student}``)."""
     path = Path(path) / "final"
     return ImplicitCoT(load_stage(path / "emulator"), load_stage(path / "student")).eval()
+
+
+def _student_answers(student: MindReadingStudent, tokenizer, batch: dict, states: torch.Tensor,
+                     max_new_tokens: int, use_cache: bool = True) -> list[str]:
+    """Greedy answers for left-padded prompts ``batch`` (separator = last prompt token), ``states`` (B, L, H) injected."""
+    input_ids = batch["input_ids"]
+    sep = torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
+    with student.injecting(sep, states):
+        tokens = greedy_generate(student.lm, **batch, eos_token_id=tokenizer.eos_token_id,
+                                 pad_token_id=tokenizer.pad_token_id, num_separators=1,
+                                 max_new_tokens=max_new_tokens, use_cache=use_cache)
+    return decode_generated(tokenizer, tokens, 1)
+
 
 @torch.no_grad()
 def generate_implicit(
@@ -123,17 +145,13 @@ def generate_implicit(
     max_new_tokens: int = 128, use_cache: bool = True,
 ) -> list[str]:
     """Implicit-CoT inference (spec §3.7): emulate the states from `` {x} E``, then let the student answer."""
-    device = next(student.parameters()).device
-    batch = prompt_batch(tokenizer, examples, device)  # left-padded: every separator is the last prompt token
+    batch = prompt_batch(tokenizer, examples, next(student.parameters()).device)
     mask = batch["attention_mask"]
-    sep = torch.full((mask.shape[0],), mask.shape[1] - 1, device=device)
+    sep = torch.full((mask.shape[0],), mask.shape[1] - 1, device=mask.device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     states = emulator(batch["input_ids"], sep, attention_mask=mask, position_ids=positions).states
-    with student.injecting(sep, states):
-        tokens = greedy_generate(student.lm, **batch, eos_token_id=tokenizer.eos_token_id,
-                                 pad_token_id=tokenizer.pad_token_id, num_separators=1,
-                                 max_new_tokens=max_new_tokens, use_cache=use_cache)
-    return decode_generated(tokenizer, tokens, 1)
+    return _student_answers(student, tokenizer, batch, states, max_new_tokens, use_cache)
+
 
 @torch.no_grad()
 def generate_with_teacher_states(
@@ -142,15 +160,12 @@ def generate_with_teacher_states(
 ) -> list[str]:
     """The mind-reading student answering from the teacher's states on the gold CoT (an upper bound)."""
     device = next(student.parameters()).device
-    cot = collate([e for e in encode_examples(tokenizer, examples, "cot")], tokenizer.pad_token_id)
-    cot_end = torch.tensor([e.cot_end for e in encode_examples(tokenizer, examples, "cot")], device=device)
+    encoded = encode_examples(tokenizer, examples, "cot")
+    cot = collate(encoded, tokenizer.pad_token_id)
+    cot_end = torch.tensor([e.cot_end for e in encoded], device=device)
     states = teacher_states(teacher.to(device), cot["input_ids"].to(device), cot["sep"].to(device), cot_end, delta)
-    batch = prompt_batch(tokenizer, examples, device)
-    sep = torch.full((len(examples),), batch["input_ids"].shape[1] - 1, device=device)
-    with student.injecting(sep, states):
-        tokens = greedy_generate(student.lm, **batch, eos_token_id=tokenizer.eos_token_id,
-                                 pad_token_id=tokenizer.pad_token_id, num_separators=1, max_new_tokens=max_new_tokens)
-    return decode_generated(tokenizer, tokens, 1)
+    return _student_answers(student, tokenizer, prompt_batch(tokenizer, examples, device), states, max_new_tokens)
+
 
 def evaluate_implicit(
     emulator: ThoughtEmulator, student: MindReadingStudent, tokenizer, examples: list[Example],
@@ -162,6 +177,7 @@ def evaluate_implicit(
         lambda chunk: generate_implicit(emulator, student, tokenizer, chunk, max_new_tokens),
         examples, batch_size, next(student.parameters()).device,
     )
+
 
 def evaluate_with_teacher_states(
     teacher: PreTrainedModel, student: MindReadingStudent, tokenizer, examples: list[Example],
