@@ -110,7 +110,12 @@ class ThoughtEmulator(_FrozenDropout):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
     ) -> EmulatorOutput:
-        """Emulated states for prompts ``input_ids`` (B, T) whose separator is at ``sep`` (B,)."""
+        """Emulated states for ``input_ids`` (B, T) whose separator is at ``sep`` (B,); tokens after the last
+        separator (a ``nocot`` batch's answers) are dropped, since the emulator reads the question only."""
+        width = int(sep.max()) + 1
+        input_ids = input_ids[:, :width]
+        attention_mask = attention_mask[:, :width] if attention_mask is not None else None
+        position_ids = position_ids[:, :width] if position_ids is not None else None
         predictions, keys, logits = [], [], []
         carry = {"context": None, "lstm": None}
 
@@ -163,6 +168,5 @@ class ImplicitCoT(nn.Module):
         self.emulator.requires_grad_(not fix_emulator)
 
     def forward(self, input_ids: torch.Tensor, sep: torch.Tensor, labels: torch.Tensor | None = None):
-        prompt = input_ids[:, : int(sep.max()) + 1]
-        states = self.emulator(prompt, sep).states
+        states = self.emulator(input_ids, sep).states
         return self.student(input_ids, sep, states, labels=labels)

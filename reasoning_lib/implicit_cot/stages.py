@@ -92,7 +92,7 @@ def train_emulator(
 
     def loss_fn(wrapped, batch):
         targets = mixture_targets(batch, emulator.num_layers, delta) if mixture_size > 1 else None
-        out = wrapped(batch["input_ids"][:, : int(batch["sep"].max()) + 1], batch["sep"], mixture_targets=targets)
+        out = wrapped(batch["input_ids"], batch["sep"], mixture_targets=targets)
         loss = emulator_loss(out.states, _teacher_batch_states(teacher, batch, delta))
         if targets is not None:
             loss = loss + mixture_weight * mixture_loss(out.mixture_logits, targets)
@@ -204,6 +204,6 @@ def state_mse_per_layer(
     for start in range(0, len(pairs), batch_size):
         batch = {k: v.to(device) for k, v in collate_pairs(pairs[start : start + batch_size], tokenizer.pad_token_id).items()}
         target = _teacher_batch_states(teacher, batch, delta)
-        predicted = emulator(batch["input_ids"][:, : int(batch["sep"].max()) + 1], batch["sep"]).states
+        predicted = emulator(batch["input_ids"], batch["sep"]).states
         totals += (predicted - target).pow(2).mean(dim=2).sum(dim=0)
     return (totals / len(examples)).tolist()
