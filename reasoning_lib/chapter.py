@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -32,8 +33,19 @@ def resolve_output_dir(output_dir: str | os.PathLike) -> Path:
 def write_metrics(output_dir: str | os.PathLike, metrics: dict) -> Path:
     """Write ``output_dir/metrics.json`` (flat ``"method.metric"`` keys, as every chapter reports them)."""
     path = Path(output_dir) / "metrics.json"
-    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    path.write_text(json.dumps(_finite(metrics), indent=2, sort_keys=True, allow_nan=False) + "\n")
     return path
+
+
+def _finite(value):
+    """NaN/inf (e.g. a rate over zero cases) become null: metrics.json stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def read_metrics(output_dir: str | os.PathLike) -> dict:

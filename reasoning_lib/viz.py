@@ -33,9 +33,11 @@ pio.templates.default = "plotly_white"
 
 METHOD_COLORS = {
     "no_cot": "#636EFA", "explicit_cot": "#EF553B", "implicit_cot": "#00CC96", "dot": "#AB63FA", "dot_mp": "#FFA15A",
+    "teacher": "#7F7F7F", "kd": "#636EFA", "diito": "#EF553B",
 }
 METHOD_LABELS = {
     "no_cot": "No CoT", "explicit_cot": "Explicit CoT", "implicit_cot": "Implicit CoT", "dot": "DoT", "dot_mp": "DoT-MP",
+    "teacher": "Teacher", "kd": "KD student", "diito": "DIITO student",
 }
 
 
@@ -105,6 +107,70 @@ def per_layer(values: list[float], title: str, yaxis_title: str) -> go.Figure:
     """One bar per layer (e.g. the emulator's squared error against the teacher's states)."""
     fig = go.Figure(go.Bar(x=[f"layer {l}" for l in range(len(values))], y=values, marker_color=METHOD_COLORS["implicit_cot"]))
     fig.update_layout(title=title, yaxis_title=yaxis_title, height=360)
+    return fig
+
+
+def metric_vs_size(per_method: Mapping[str, Mapping[int, float]], title: str, yaxis_title: str) -> go.Figure:
+    """One line per method: a metric (fraction, shown in %) against training-set size (log x)."""
+    fig = go.Figure()
+    for method, values in per_method.items():
+        sizes = sorted(values)
+        fig.add_trace(go.Scatter(x=sizes, y=[100 * values[s] for s in sizes], mode="lines+markers", name=label(method),
+                                 line={"color": METHOD_COLORS.get(method)}))
+    fig.update_layout(title=title, xaxis_title="training examples (log scale)", yaxis_title=yaxis_title, height=400)
+    fig.update_xaxes(type="log")
+    return fig
+
+
+def layer_pair_heatmaps(matrices: Mapping[str, list[list[float]]], title: str) -> go.Figure:
+    """Side-by-side heatmaps, one per method: rows student layers, columns teacher layers, cells in %."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=len(matrices), subplot_titles=[label(m) for m in matrices], horizontal_spacing=0.08)
+    for col, matrix in enumerate(matrices.values(), start=1):
+        z = [[round(100 * v, 1) for v in row] for row in matrix]
+        fig.add_trace(go.Heatmap(
+            z=z, x=[f"T{t}" for t in range(len(z[0]))], y=[f"S{s}" for s in range(len(z))], zmin=50, zmax=100,
+            colorscale="Viridis", text=z, texttemplate="%{text}", showscale=col == len(matrices),
+            colorbar={"title": "IIA (%)"}, hovertemplate="student %{y} vs teacher %{x}: %{z}%<extra></extra>",
+        ), row=1, col=col)
+    fig.update_layout(title=title, height=150 + 70 * len(next(iter(matrices.values()))))
+    fig.update_xaxes(title_text="teacher layer")
+    fig.update_yaxes(title_text="student layer", col=1)
+    return fig
+
+
+def interchange_diagram(base_tokens: list[str], source_tokens: list[str], num_layers: int, layer: int,
+                        base_positions: list[int], source_positions: list[int],
+                        title: str = "An interchange intervention") -> go.Figure:
+    """The source run (left) and the base run (right) as grids of token x block-output cells.
+
+    The source's block-``layer`` outputs at ``source_positions`` are written into the base run at
+    ``base_positions`` (arrows); every base cell above that block is recomputed (shaded)."""
+    gap = len(source_tokens) + 2
+    xs, ys, colors, hover = [], [], [], []
+    for run, tokens, offset, chosen in (("source", source_tokens, 0, source_positions), ("base", base_tokens, gap, base_positions)):
+        for lay in range(num_layers):
+            for pos, token in enumerate(tokens):
+                xs.append(offset + pos), ys.append(lay), hover.append(f"{run} run, block {lay} output at {token!r}")
+                if lay == layer and pos in chosen:
+                    colors.append("#EF553B")
+                elif run == "base" and lay > layer:
+                    colors.append("#FECB52")
+                else:
+                    colors.append("#d9dbe3")
+    fig = go.Figure(go.Scatter(x=xs, y=ys, mode="markers", marker={"symbol": "square", "size": 16, "color": colors},
+                               hovertext=hover, hoverinfo="text", showlegend=False))
+    for s_pos, b_pos in zip(source_positions, base_positions):
+        fig.add_annotation(x=gap + b_pos, y=layer, ax=s_pos, ay=layer, xref="x", yref="y", axref="x", ayref="y",
+                           showarrow=True, arrowhead=3, arrowwidth=1.5, arrowcolor="#EF553B", opacity=0.7)
+    ticks = list(range(len(source_tokens))) + [gap + i for i in range(len(base_tokens))]
+    fig.update_xaxes(tickmode="array", tickvals=ticks, ticktext=source_tokens + base_tokens, tickangle=-60, showgrid=False)
+    fig.update_yaxes(tickmode="array", tickvals=list(range(num_layers)), ticktext=[f"block {l}" for l in range(num_layers)],
+                     showgrid=False, range=[-0.6, num_layers + 0.2])
+    for x, text in ((len(source_tokens) / 2 - 0.5, "source run s"), (gap + len(base_tokens) / 2 - 0.5, "base run b")):
+        fig.add_annotation(x=x, y=num_layers - 0.3, text=f"<b>{text}</b>", showarrow=False)
+    fig.update_layout(title=title, height=200 + 45 * num_layers)
     return fig
 
 

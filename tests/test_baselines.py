@@ -46,8 +46,8 @@ def test_metrics_round_trip_and_relative_output_dirs_start_at_the_book_root(tmp_
     monkeypatch.chdir(tmp_path / "notebooks")
     out = resolve_output_dir("outputs/ch1")
     assert out == tmp_path / "outputs" / "ch1" and out.is_dir()
-    write_metrics(out, {"no_cot.accuracy": 0.25})
-    assert read_metrics(out) == {"no_cot.accuracy": 0.25}
+    write_metrics(out, {"no_cot.accuracy": 0.25, "kd.iia_on_flips": float("nan"), "by_size": {"500": float("inf")}})
+    assert read_metrics(out) == {"no_cot.accuracy": 0.25, "kd.iia_on_flips": None, "by_size": {"500": None}}
     with pytest.raises(FileNotFoundError, match="has that chapter been run"):
         read_metrics(tmp_path)
 

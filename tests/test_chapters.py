@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXPECTED_METRICS = {
     "01_multiplication_baselines": ["no_cot.accuracy", "no_cot.throughput", "explicit_cot.accuracy", "explicit_cot.throughput"],
+    "07_causal_distillation": ["teacher.accuracy", "kd.accuracy", "diito.accuracy", "kd.iia", "diito.iia"],
 }
+NESTED_METRICS = {"07_causal_distillation": ["accuracy_vs_train_size"]}  # {method: {size: accuracy}}
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +53,10 @@ def test_chapter_runs_at_smoke_preset_and_writes_metrics(smoke_book, path):
     for key in EXPECTED_METRICS.get(path.stem, []):
         assert key in metrics, f"metrics.json of {path.stem} lacks {key!r}"
         assert isinstance(metrics[key], (int, float))
+    for key in NESTED_METRICS.get(path.stem, []):
+        assert isinstance(metrics.get(key), dict) and metrics[key], f"metrics.json of {path.stem} lacks {key!r}"
+        for per_size in metrics[key].values():
+            assert all(0 <= v <= 1 for v in per_size.values())
 
 
 @pytest.fixture(scope="session")

@@ -24,3 +24,17 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path):
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), f"{name} differs between ranks: are gradients all-reduced?"
     assert any(not torch.equal(rank0[k], init0[k]) for k in rank0), "training did not change the weights"
+
+
+@pytest.mark.slow
+def test_distillation_trainer_runs_under_torchrun(tmp_path):
+    # DIITO makes several forward passes per step (source, base, counterfactual) through the DDP-wrapped student
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "reasoning_lib.distill", "--preset", "smoke",
+           "--method", "diito", "--output-dir", str(tmp_path)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    assert "diito student on 256 examples" in run.stdout
+    assert (tmp_path / "diito-256" / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "teacher" / "model" / "model.safetensors").is_file()

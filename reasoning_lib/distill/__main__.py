@@ -1,0 +1,44 @@
+"""Train the teacher and one student from the command line, data-parallel under torchrun, e.g.
+
+    torchrun --nproc_per_node=8 -m reasoning_lib.distill --preset paper --method diito --size 1000
+
+Outputs go where the chapter looks for them (``<output-dir>/teacher``, ``<output-dir>/<method>-<size>``), so a
+chapter run afterwards reloads these models instead of training them again.
+"""
+from __future__ import annotations
+
+import argparse
+
+from ..chapter import resolve_output_dir
+from ..runtime import launch_info, seed_everything
+from . import METHODS, PRESETS, accuracy, distill, get_config, interchange_accuracy, layer_mapping, prepare_data, train_teacher
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    parser.add_argument("--method", default="diito", choices=METHODS)
+    parser.add_argument("--task", default=None, help="'sentiment' or a GLUE task name (default: the preset's)")
+    parser.add_argument("--size", type=int, default=None, help="training examples for the student (default: all)")
+    parser.add_argument("--output-dir", default="outputs/07_causal_distillation")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    config = get_config(args.preset, **({"task": args.task} if args.task else {}))
+    out = resolve_output_dir(args.output_dir)
+    seed_everything(args.seed)
+    tokenizer, train_set, test_set = prepare_data(config, args.seed)
+    teacher, _ = train_teacher(config, tokenizer, train_set, out / "teacher", args.seed, args.device)
+    size = args.size or len(train_set)
+    seed_everything(args.seed)
+    student, _ = distill(args.method, teacher, train_set, config, tokenizer, out / f"{args.method}-{size}", args.seed,
+                         args.device, size=size)
+    if launch_info().is_main:
+        mapping = layer_mapping(config.mapping, teacher.config.num_hidden_layers, len(config.student_layers))
+        iia = interchange_accuracy(student, teacher, test_set[:config.eval_pairs], mapping, config.prop, seed=args.seed)
+        print(f"teacher accuracy {accuracy(teacher, test_set):.3f}; {args.method} student on {size} examples: "
+              f"accuracy {accuracy(student, test_set):.3f}, IIA {iia.iia:.3f} (teacher flip rate {iia.flip_rate:.3f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The chapter's runs: data, teacher fine-tuning, KD and DIITO students, all through the shared loop.
+
+Each run lives in its own folder (``model/`` written with ``save_pretrained`` plus ``run_config.json``) and
+resumes from its checkpoints; a finished run with the same settings is loaded instead of retrained.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch.nn.functional as F
+from transformers import AutoModelForSequenceClassification, PreTrainedModel
+
+from ..config import check_choice
+from ..models import attention_implementation, load_saved
+from ..runtime import launch_info, resolve_device
+from ..tokenization import load_tokenizer
+from ..train import TrainResult, train
+from .data import build_word_tokenizer, collate, load_glue, load_sentiment, subset
+from .intervention import model_inputs
+from .losses import DistillObjective
+from .models import build_student, build_teacher, freeze, layer_mapping
+from .presets import DistillConfig
+
+METHODS = ("kd", "diito")
+RUN_CONFIG = "run_config.json"
+
+
+def prepare_data(config: DistillConfig, seed: int):
+    """``(tokenizer, train, test)``: the generated task offline, or a GLUE task from the hub."""
+    if config.task == "sentiment":
+        tokenizer = build_word_tokenizer()
+        train_set, test_set = load_sentiment(tokenizer, config.num_train, config.num_test, seed)
+    else:
+        tokenizer = load_tokenizer(str(config.teacher))
+        train_set, test_set = load_glue(config.task, tokenizer, config.max_length, config.num_test)
+    return tokenizer, train_set, test_set
+
+
+def classification_loss(model, batch: dict):
+    """Cross-entropy of a sequence classifier (fp32)."""
+    return F.cross_entropy(model(**model_inputs(batch)).logits.float(), batch["labels"])
+
+
+def _finished(folder: Path, settings: dict) -> bool:
+    path = folder / RUN_CONFIG
+    same = path.is_file() and json.loads(path.read_text()) == json.loads(json.dumps(settings))  # tuples -> lists
+    return same and (folder / "model").is_dir()
+
+
+def _run(model, dataset, train_config, loss_fn, folder: Path, settings: dict, tokenizer) -> TrainResult:
+    pad = tokenizer.pad_token_id or 0
+    result = train(model, dataset, train_config, lambda b: collate(b, pad), loss_fn, output_dir=folder)
+    if launch_info().is_main:
+        model.save_pretrained(folder / "model")
+        tokenizer.save_pretrained(folder / "model")
+        (folder / RUN_CONFIG).write_text(json.dumps(settings, indent=2))
+    return result
+
+
+def train_teacher(config: DistillConfig, tokenizer, train_set: list[dict], output_dir: str | Path, seed: int = 0,
+                  device: str = "auto") -> tuple[PreTrainedModel, list[dict]]:
+    """Fine-tune (or train from scratch) the teacher classifier; returns it frozen, with its loss history."""
+    folder = Path(output_dir)
+    settings = {"stage": "teacher", "seed": seed, **asdict(config)}
+    if _finished(folder, settings):
+        return freeze(load_saved(str(folder / "model"), arch="bert")), []
+    num_labels = 1 + max(e["label"] for e in train_set)
+    model = build_teacher(config.teacher, tokenizer, num_labels, config.dropout, config.max_length)
+    train_config = config.train_config(len(train_set), config.teacher_epochs, config.teacher_lr, seed, device,
+                                       launch_info().world_size)
+    result = _run(model, train_set, train_config, classification_loss, folder, settings, tokenizer)
+    return freeze(result.model), result.history
+
+
+def init_student(config: DistillConfig, teacher: PreTrainedModel) -> PreTrainedModel:
+    """The student before distillation: blocks copied from the teacher or a pretrained BERT, or random."""
+    if config.student_init == "random":
+        random_init = copy.deepcopy(teacher.config)
+        random_init.num_hidden_layers = len(config.student_layers)
+        return AutoModelForSequenceClassification.from_config(random_init, attn_implementation=attention_implementation())
+    source = teacher if config.student_init == "teacher" else build_teacher(config.student_init, num_labels=teacher.config.num_labels)
+    return build_student(source, list(config.student_layers))
+
+
+def distill(method: str, teacher: PreTrainedModel, train_set: list[dict], config: DistillConfig, tokenizer,
+            output_dir: str | Path, seed: int = 0, device: str = "auto", size: int | None = None,
+            ) -> tuple[PreTrainedModel, list[dict]]:
+    """Train a ``kd`` (beta = 0) or ``diito`` student on ``size`` random training examples (all by default)."""
+    check_choice("method", method, METHODS)
+    size = size or len(train_set)
+    data = subset(train_set, size, seed) if size < len(train_set) else train_set
+    folder = Path(output_dir)
+    settings = {"stage": method, "size": size, "seed": seed, **asdict(config)}
+    if _finished(folder, settings):
+        return load_saved(str(folder / "model"), arch="bert").eval(), []
+    student = init_student(config, teacher)
+    mapping = layer_mapping(config.mapping, teacher.config.num_hidden_layers, len(config.student_layers))
+    objective = DistillObjective(
+        teacher.to(resolve_device(device)), mapping, config.alpha,
+        config.beta if method == "diito" else 0.0, config.temperature, config.prop, config.consecutive,
+        special_ids(tokenizer) if config.exclude_special else None,
+    )
+    train_config = config.train_config(size, config.student_epochs, config.lr, seed, device, launch_info().world_size,
+                                       config.min_student_steps)
+    result = _run(student, data, train_config, objective, folder, settings, tokenizer)
+    return result.model.eval(), result.history
+
+
+def special_ids(tokenizer) -> list[int]:
+    """Ids of [CLS], [SEP] and [PAD]-like tokens, for excluding them from intervention sites."""
+    return [i for i in (tokenizer.cls_token_id, tokenizer.sep_token_id) if i is not None]
