@@ -118,7 +118,7 @@ def metric_vs_size(per_method: Mapping[str, Mapping[int, float]], title: str, ya
         fig.add_trace(go.Scatter(x=sizes, y=[100 * values[s] for s in sizes], mode="lines+markers", name=label(method),
                                  line={"color": METHOD_COLORS.get(method)}))
     fig.update_layout(title=title, xaxis_title="training examples (log scale)", yaxis_title=yaxis_title, height=400)
-    fig.update_xaxes(type="log")
+    fig.update_xaxes(type="log", tickvals=sorted({s for values in per_method.values() for s in values}))
     return fig
 
 
@@ -145,32 +145,34 @@ def interchange_diagram(base_tokens: list[str], source_tokens: list[str], num_la
                         title: str = "An interchange intervention") -> go.Figure:
     """The source run (left) and the base run (right) as grids of token x block-output cells.
 
-    The source's block-``layer`` outputs at ``source_positions`` are written into the base run at
-    ``base_positions`` (arrows); every base cell above that block is recomputed (shaded)."""
-    gap = len(source_tokens) + 2
-    xs, ys, colors, hover = [], [], [], []
-    for run, tokens, offset, chosen in (("source", source_tokens, 0, source_positions), ("base", base_tokens, gap, base_positions)):
+    The source's block-``layer`` output at ``source_positions[k]`` is written into the base run at
+    ``base_positions[k]`` (both cells numbered k + 1, red); every base cell above that block is recomputed
+    (yellow)."""
+    gap = len(source_tokens) + 3
+    numbers = {("source", p): str(k + 1) for k, p in enumerate(source_positions)}
+    numbers.update({("base", p): str(k + 1) for k, p in enumerate(base_positions)})
+    xs, ys, colors, texts, hover = [], [], [], [], []
+    for run, tokens, offset in (("source", source_tokens, 0), ("base", base_tokens, gap)):
         for lay in range(num_layers):
             for pos, token in enumerate(tokens):
-                xs.append(offset + pos), ys.append(lay), hover.append(f"{run} run, block {lay} output at {token!r}")
-                if lay == layer and pos in chosen:
-                    colors.append("#EF553B")
-                elif run == "base" and lay > layer:
-                    colors.append("#FECB52")
-                else:
-                    colors.append("#d9dbe3")
-    fig = go.Figure(go.Scatter(x=xs, y=ys, mode="markers", marker={"symbol": "square", "size": 16, "color": colors},
-                               hovertext=hover, hoverinfo="text", showlegend=False))
-    for s_pos, b_pos in zip(source_positions, base_positions):
-        fig.add_annotation(x=gap + b_pos, y=layer, ax=s_pos, ay=layer, xref="x", yref="y", axref="x", ayref="y",
-                           showarrow=True, arrowhead=3, arrowwidth=1.5, arrowcolor="#EF553B", opacity=0.7)
+                swapped = lay == layer and (run, pos) in numbers
+                xs.append(offset + pos), ys.append(lay), texts.append(numbers[(run, pos)] if swapped else "")
+                hover.append(f"{run} run, block {lay} output at {token!r}")
+                colors.append("#EF553B" if swapped else "#FECB52" if run == "base" and lay > layer else "#d9dbe3")
+    fig = go.Figure(go.Scatter(
+        x=xs, y=ys, mode="markers+text", text=texts, textfont={"color": "white", "size": 10},
+        marker={"symbol": "square", "size": 18, "color": colors}, hovertext=hover, hoverinfo="text", showlegend=False,
+    ))
+    fig.add_annotation(x=gap - 0.8, y=layer, ax=len(source_tokens) - 0.2, ay=layer, xref="x", yref="y", axref="x",
+                       ayref="y", showarrow=True, arrowhead=3, arrowwidth=2, arrowcolor="#EF553B")
     ticks = list(range(len(source_tokens))) + [gap + i for i in range(len(base_tokens))]
-    fig.update_xaxes(tickmode="array", tickvals=ticks, ticktext=source_tokens + base_tokens, tickangle=-60, showgrid=False)
+    fig.update_xaxes(tickmode="array", tickvals=ticks, ticktext=source_tokens + base_tokens, tickangle=-60, showgrid=False,
+                     zeroline=False)
     fig.update_yaxes(tickmode="array", tickvals=list(range(num_layers)), ticktext=[f"block {l}" for l in range(num_layers)],
-                     showgrid=False, range=[-0.6, num_layers + 0.2])
+                     showgrid=False, zeroline=False, range=[-0.6, num_layers + 0.2])
     for x, text in ((len(source_tokens) / 2 - 0.5, "source run s"), (gap + len(base_tokens) / 2 - 0.5, "base run b")):
         fig.add_annotation(x=x, y=num_layers - 0.3, text=f"<b>{text}</b>", showarrow=False)
-    fig.update_layout(title=title, height=200 + 45 * num_layers)
+    fig.update_layout(title=title, height=230 + 45 * num_layers, margin={"t": 60})
     return fig
 
 

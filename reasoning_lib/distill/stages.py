@@ -1,7 +1,7 @@
 """The chapter's runs: data, teacher fine-tuning, KD and DIITO students, all through the shared loop.
 
 Each run lives in its own folder (``model/`` written with ``save_pretrained`` plus ``run_config.json``) and
-resumes from its checkpoints; a finished run with the same settings is loaded instead of retrained.
+resumes from its checkpoints; a finished run with the same settings is loaded instead of retrained (with its logged loss history).
 """
 from __future__ import annotations
 
@@ -50,6 +50,12 @@ def _finished(folder: Path, settings: dict) -> bool:
     return same and (folder / "model").is_dir()
 
 
+def logged_history(folder: Path) -> list[dict]:
+    """The loss history a finished run logged (``train_log.jsonl``), for plotting a reloaded run."""
+    path = folder / "train_log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
 def _run(model, dataset, train_config, loss_fn, folder: Path, settings: dict, tokenizer) -> TrainResult:
     pad = tokenizer.pad_token_id or 0
     result = train(model, dataset, train_config, lambda b: collate(b, pad), loss_fn, output_dir=folder)
@@ -66,7 +72,7 @@ def train_teacher(config: DistillConfig, tokenizer, train_set: list[dict], outpu
     folder = Path(output_dir)
     settings = {"stage": "teacher", "seed": seed, **asdict(config)}
     if _finished(folder, settings):
-        return freeze(load_saved(str(folder / "model"), arch="bert")), []
+        return freeze(load_saved(str(folder / "model"), arch="bert")), logged_history(folder)
     num_labels = 1 + max(e["label"] for e in train_set)
     model = build_teacher(config.teacher, tokenizer, num_labels, config.dropout, config.max_length)
     train_config = config.train_config(len(train_set), config.teacher_epochs, config.teacher_lr, seed, device,
@@ -95,7 +101,7 @@ def distill(method: str, teacher: PreTrainedModel, train_set: list[dict], config
     folder = Path(output_dir)
     settings = {"stage": method, "size": size, "seed": seed, **asdict(config)}
     if _finished(folder, settings):
-        return load_saved(str(folder / "model"), arch="bert").eval(), []
+        return load_saved(str(folder / "model"), arch="bert").eval(), logged_history(folder)
     student = init_student(config, teacher)
     mapping = layer_mapping(config.mapping, teacher.config.num_hidden_layers, len(config.student_layers))
     objective = DistillObjective(
