@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import check_choice, check_positive, from_preset
 from .data import Example, collate, encode_examples, make_splits, parse_task, read_examples, write_examples
+from .data.gsm8k import GSM8KSplits, load_gsm8k_splits
 from .data.multiplication import MultiplicationSplits, parse_operands
 from .evaluate import EvalResult, evaluate
 from .models import build_model
@@ -39,6 +40,8 @@ class BaselineConfig:
     num_valid: int = 500
     num_test: int = 500
     test_file: str | None = None  # e.g. test_bigbench.txt: used as the test set and excluded from training
+    train_file: str | None = None  # GSM8K only: formula-format train file (e.g. GSM8K-Aug); else the hub
+    valid_file: str | None = None  # GSM8K only
     num_epochs: float = 1.0
     batch_size: int = 128
     lr: float = 1e-3
@@ -50,12 +53,19 @@ class BaselineConfig:
     eval_batch_size: int = 1
 
     def __post_init__(self):
-        parse_task(self.task)
+        if self.task == "gsm8k":
+            if self.tokenizer == "digits":
+                raise ValueError("task='gsm8k' is text: use a BPE tokenizer such as tokenizer='gpt2' (the paper preset)")
+        else:
+            parse_task(self.task)
+            if self.train_file or self.valid_file:
+                raise ValueError("train_file/valid_file are for task='gsm8k'; multiplication data is generated")
         for name in ("num_train", "num_test", "batch_size", "num_epochs", "eval_batch_size"):
             check_positive(name, getattr(self, name))
 
-    def train_config(self, seed: int, device: str, world_size: int = 1) -> TrainConfig:
-        steps = math.ceil(self.num_train * self.num_epochs / (self.batch_size * world_size))
+    def train_config(self, seed: int, device: str, world_size: int = 1, num_examples: int | None = None) -> TrainConfig:
+        """``num_examples`` (default ``num_train``) is the real training-set size: a GSM8K file may be smaller."""
+        steps = math.ceil((num_examples or self.num_train) * self.num_epochs / (self.batch_size * world_size))
         return TrainConfig(
             max_steps=steps, batch_size=self.batch_size, lr=self.lr, warmup_steps=min(self.warmup_steps, steps - 1),
             schedule=self.schedule, weight_decay=self.weight_decay, seed=seed, device=device,
@@ -76,12 +86,27 @@ PRESETS = {
 
 
 def get_config(preset: str, **overrides) -> BaselineConfig:
-    """The named preset with ``overrides`` applied (a wrong name or value raises, naming it)."""
+    """The named preset with ``overrides`` applied (a wrong name or value raises, naming it).
+
+    ``paper`` with ``task='gsm8k'`` trains 15 epochs (the reference maintainer's advice for the GSM8K teacher)
+    and tests on all 1,319 test problems."""
+    if preset == "paper" and overrides.get("task") == "gsm8k":
+        overrides.setdefault("num_epochs", 15)
+        overrides.setdefault("num_test", 1319)  # the whole GSM8K test set
     return from_preset(PRESETS, preset, **overrides)
 
 
-def prepare_data(config: BaselineConfig, seed: int, data_dir: str | Path | None = None) -> MultiplicationSplits:
-    """Seeded disjoint splits for ``config.task``, saved in the published text format under ``data_dir``."""
+def prepare_data(config: BaselineConfig, seed: int, data_dir: str | Path | None = None) -> MultiplicationSplits | GSM8KSplits:
+    """Seeded disjoint splits for ``config.task``, saved in the published text format under ``data_dir``.
+
+    Multiplication is generated; GSM8K is read from ``train_file``/``valid_file``/``test_file`` or the hub."""
+    if config.task == "gsm8k":
+        splits = load_gsm8k_splits(config.train_file, config.valid_file, config.test_file, config.num_valid)
+        splits = GSM8KSplits(splits.train[: config.num_train], splits.valid, splits.test[: config.num_test])
+        if data_dir is not None:
+            for name in ("train", "valid", "test"):
+                write_examples(Path(data_dir) / f"{name}.txt", getattr(splits, name))
+        return splits
     n_digits = parse_task(config.task)
     test: list[Example] | None = read_examples(config.test_file) if config.test_file else None
     exclude = [parse_operands(e.question) for e in test] if test else []
@@ -110,7 +135,7 @@ def train_baseline(
     dataset = encode_examples(tokenizer, train_examples, fmt)
     launch = launch_info()
     result = train(
-        model, dataset, config.train_config(seed, device, launch.world_size), lambda b: collate(b, tokenizer.pad_token_id),
+        model, dataset, config.train_config(seed, device, launch.world_size, len(dataset)), lambda b: collate(b, tokenizer.pad_token_id),
         output_dir=output_dir,
     )
     if launch.is_main:

@@ -76,3 +76,21 @@ def test_trained_with_recognises_a_finished_run_of_the_same_settings(tmp_path):
     baselines.train_baseline("no_cot", splits.train, config, tmp_path / "no_cot", device="cpu")
     assert baselines.trained_with(tmp_path / "no_cot", config)
     assert not baselines.trained_with(tmp_path / "no_cot", baselines.get_config("smoke", num_train=64, lr=5e-4))
+
+
+def test_gsm8k_task_reads_formula_files_and_needs_a_text_tokenizer(shared_file, tmp_path):
+    test_file = shared_file("gsm8k/test.txt")
+    valid_file = shared_file("gsm8k/valid.txt")
+    train_file = shared_file("gsm8k/train_no_aug_formula.txt")
+    with pytest.raises(ValueError, match="BPE tokenizer"):
+        baselines.get_config("tiny", task="gsm8k")
+    with pytest.raises(ValueError, match="for task='gsm8k'"):
+        baselines.get_config("tiny", train_file=str(train_file))
+    config = baselines.get_config("paper", task="gsm8k", train_file=str(train_file), valid_file=str(valid_file),
+                                  test_file=str(test_file))
+    assert config.num_epochs == 15  # the GSM8K teacher setting
+    splits = baselines.prepare_data(config, seed=0, data_dir=tmp_path)
+    assert (len(splits.train), len(splits.valid), len(splits.test)) == (6973, 500, 1319)
+    assert splits.test[0].answer.startswith("####") and "<<" in splits.train[0].cot
+    assert config.train_config(0, "cpu", num_examples=len(splits.train)).max_steps == math.ceil(6973 * 15 / 32)
+    assert read_examples(tmp_path / "test.txt") == splits.test

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 
 from .examples import ANSWER_MARKER, Example, read_examples
 
@@ -44,3 +45,30 @@ def load_gsm8k_from_hub(split: str = "test", repo_id: str = "openai/gsm8k") -> l
 
     records = load_dataset(repo_id, "main", split=split)
     return [solution_to_example(r["question"], r["answer"]) for r in records]
+
+
+@dataclass(frozen=True)
+class GSM8KSplits:
+    """Train/valid/test examples in the formula format."""
+
+    train: list[Example]
+    valid: list[Example]
+    test: list[Example]
+
+
+def load_gsm8k_splits(train_file: str | None = None, valid_file: str | None = None, test_file: str | None = None,
+                      num_valid: int = 500) -> GSM8KSplits:
+    """GSM8K from formula-format files where given, else from the hub (needs internet).
+
+    From the hub, ``valid`` is the last ``num_valid`` problems of the train split (the published valid file is
+    500 problems held out of GSM8K train, but which ones is not recorded). The paper trains on GSM8K-Aug
+    (~385k problems); pass its formula-format file as ``train_file`` to reproduce that setting."""
+    from_hub = {}
+    if train_file is None or (valid_file is None and num_valid):
+        hub_train = load_gsm8k_from_hub("train")
+        cut = len(hub_train) - num_valid
+        from_hub = {"train": hub_train[:cut], "valid": hub_train[cut:]}
+    train = read_gsm8k(train_file) if train_file else from_hub["train"]
+    valid = read_gsm8k(valid_file) if valid_file else from_hub.get("valid", [])
+    test = read_gsm8k(test_file) if test_file else load_gsm8k_from_hub("test")
+    return GSM8KSplits(train, valid, test)
