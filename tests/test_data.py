@@ -133,3 +133,14 @@ def test_hub_solution_conversion_keeps_annotations_in_order():
     solution = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nAltogether <<48+24=72>>72.\n#### 1,072"
     example = solution_to_example("How many?\n", solution)
     assert example == Example("How many?", "<<48/2=24>> <<48+24=72>>", "#### 1072")
+
+
+def test_generated_reviews_parse_back_and_broken_ones_do_not():
+    from reasoning_lib.data import reviews
+
+    for review in reviews.make_reviews(300, seed=5):
+        assert reviews.parse_review(review.text) == review
+    good = reviews.make_reviews(1, seed=5)[0].text.split()
+    for broken in (good[:-1], good + ["the"], ["a"] + good[1:], [w if w != "the" else "movie" for w in good]):
+        assert reviews.parse_review(" ".join(broken)) is None
+    assert reviews.parse_review("the plot was good and the plot is bad and the cast is fun") is None  # repeated subject

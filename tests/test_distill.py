@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from reasoning_lib import distill as D
-from reasoning_lib.distill import sentiment
+from reasoning_lib.data import reviews
 from reasoning_lib.distill.intervention import Sites, model_inputs
 
 
@@ -23,8 +23,8 @@ def teacher(tokenizer):
 
 @pytest.fixture(scope="module")
 def batch(tokenizer):
-    reviews = sentiment.make_reviews(6, seed=1)
-    return D.collate(D.encode(tokenizer, [r.text for r in reviews], [r.label for r in reviews]))
+    sample = reviews.make_reviews(6, seed=1)
+    return D.collate(D.encode(tokenizer, [r.text for r in sample], [r.label for r in sample]))
 
 
 def hidden_states(model, inputs):
@@ -182,17 +182,17 @@ def parse_label(text: str) -> int:
     votes = 0
     for clause in re.split(r" (?:and|but|while|yet) ", text):
         words = clause.split()
-        sign = 1 if words[-1] in sentiment.POSITIVE else -1
+        sign = 1 if words[-1] in reviews.POSITIVE else -1
         votes += -sign if "not" in words else sign
     return int(votes > 0)
 
 
 def test_generated_task_follows_its_causal_rule(tokenizer):
-    train, test = sentiment.make_splits(400, 100, seed=3)
+    train, test = reviews.make_splits(400, 100, seed=3)
     assert not {r.text for r in train} & {r.text for r in test}
     assert all(parse_label(r.text) == r.label for r in train + test)
     assert 0.3 < sum(r.label for r in train) / len(train) < 0.7
-    assert sentiment.make_reviews(50, 3) == train[:50]  # reproducible
+    assert reviews.make_reviews(50, 3) == train[:50]  # reproducible
     ids = D.encode(tokenizer, [train[0].text], [train[0].label])[0]["input_ids"]
     assert tokenizer.unk_token_id not in ids and ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
 

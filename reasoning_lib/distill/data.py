@@ -13,7 +13,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from ..config import check_choice
-from . import sentiment
+from ..data import reviews
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # GLUE classification tasks: (text fields, name of the evaluation split). STS-B is a regression task: a
@@ -31,7 +31,7 @@ GLUE_TASKS = {
 TASKS = ("sentiment", *GLUE_TASKS)
 
 
-def build_word_tokenizer(words: list[str] = sentiment.WORDS) -> PreTrainedTokenizerFast:
+def build_word_tokenizer(words: list[str] = reviews.WORDS) -> PreTrainedTokenizerFast:
     """A BERT-style word-level tokenizer over ``words`` (the generated task's vocabulary)."""
     vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *dict.fromkeys(words)])}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
@@ -77,7 +77,7 @@ def collate(examples: list[dict], pad_token_id: int = 0) -> dict[str, torch.Tens
 
 def load_sentiment(tokenizer, num_train: int, num_test: int, seed: int) -> tuple[list[dict], list[dict]]:
     """The generated task, encoded: disjoint train and test sets."""
-    train, test = sentiment.make_splits(num_train, num_test, seed)
+    train, test = reviews.make_splits(num_train, num_test, seed)
     return tuple(encode(tokenizer, [r.text for r in split], [r.label for r in split]) for split in (train, test))
 
 

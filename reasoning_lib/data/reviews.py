@@ -1,4 +1,6 @@
-"""A generated sentiment task whose causal structure is known, for offline causal distillation.
+"""Generated three-clause movie reviews: a small English-like corpus with a known grammar and a known causal
+structure, used offline by the causal-distillation chapter (as a classification task) and the discrete
+diffusion chapter (as a corpus whose samples can be checked for grammaticality).
 
 A review is three clauses joined by connectives, e.g.::
 
@@ -90,3 +92,34 @@ def make_splits(num_train: int, num_test: int, seed: int) -> tuple[list[Review],
     train = make_reviews(num_train, seed)
     test = make_reviews(num_test, seed + 10_000, exclude={r.text for r in train})
     return train, test
+
+
+def parse_review(text: str) -> Review | None:
+    """The review ``text`` spells, or None when it breaks the grammar (three clauses
+    ``the SUBJECT VERB [not] [INTENSIFIER] ADJECTIVE`` with distinct subjects, joined by connectives)."""
+    words = text.split()
+    clauses, current = [], []
+    for word in words:
+        if word in CONNECTIVES:
+            clauses.append(current)
+            current = []
+        else:
+            current.append(word)
+    clauses.append(current)
+    if len(clauses) != NUM_CLAUSES:
+        return None
+    sentiments, negations, subjects = [], [], set()
+    for clause in clauses:
+        if len(clause) < 4 or clause[0] != "the" or clause[1] not in SUBJECTS or clause[2] not in VERBS:
+            return None
+        middle, adjective = clause[3:-1], clause[-1]
+        negated = middle[:1] == [NEGATION]
+        rest = middle[1:] if negated else middle
+        if adjective not in POSITIVE + NEGATIVE or len(rest) > 1 or (rest and rest[0] not in INTENSIFIERS):
+            return None
+        subjects.add(clause[1])
+        sentiments.append(clause_sentiment(adjective, negated))
+        negations.append(negated)
+    if len(subjects) != NUM_CLAUSES:
+        return None
+    return Review(" ".join(words), label_of(tuple(sentiments)), tuple(sentiments), tuple(negations))
