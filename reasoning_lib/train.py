@@ -198,7 +198,7 @@ def train(
             if not math.isfinite(value):
                 raise FloatingPointError(f"loss became {value} at step {step + 1} (micro-batch {micro}); stopping the run")
             running += value / config.grad_accum_steps
-            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
+            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
         grad_norm = None
         if config.max_grad_norm is not None:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm))

@@ -1,0 +1,153 @@
+"""Training SEDD with the shared loop: presets, the model + EMA container, and a finished-run cache.
+
+The EMA lives in a module next to the network (its shadows are buffers), so the shared loop's checkpoints
+carry model, EMA, optimizer, step and RNG together, and a resumed run continues all of them.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import check_choice, check_positive, from_preset
+from ..runtime import launch_info
+from ..train import TrainConfig, TrainResult, train
+from .graph import build_graph
+from .loading import load_model, save_model
+from .losses import SEDDObjective
+from .model import DDiTConfig, EMA, SEDD
+from .noise import build_noise
+
+RUN_CONFIG = "run_config.json"
+
+
+@dataclass(frozen=True)
+class SEDDRunConfig:
+    """Corpus, model size, graph/noise and optimisation of one SEDD run (spec §4; tiny sizes from §9)."""
+
+    corpus: str = "reviews"  # generated reviews, or a hub text dataset id (e.g. 'openwebtext')
+    tokenizer: str = "reviews"  # 'reviews' (word level) or a hub id such as 'gpt2'
+    num_sequences: int = 20_000
+    length: int = 24
+    graph: str = "absorb"
+    noise: str = "loglinear"
+    hidden_size: int = 128
+    n_blocks: int = 4
+    n_heads: int = 4
+    cond_dim: int = 64
+    dropout: float = 0.0
+    max_steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    ema: float = 0.999
+    sample_steps: int = 64
+    num_samples: int = 64
+
+    def __post_init__(self):
+        check_choice("graph", self.graph, ("absorb", "uniform"))
+        check_choice("noise", self.noise, ("loglinear", "geometric"))
+        for name in ("num_sequences", "length", "max_steps", "batch_size", "lr", "sample_steps", "num_samples"):
+            check_positive(name, getattr(self, name))
+
+    def noise_config(self) -> dict:
+        return {"type": self.noise, "sigma_min": 1e-4, "sigma_max": 20.0}
+
+    def model_config(self, num_states: int) -> DDiTConfig:
+        return DDiTConfig(vocab_size=num_states, hidden_size=self.hidden_size, n_blocks=self.n_blocks,
+                          n_heads=self.n_heads, cond_dim=self.cond_dim, length=self.length, dropout=self.dropout,
+                          scale_by_sigma=self.graph == "absorb")
+
+    def train_config(self, seed: int, device: str, world_size: int = 1) -> TrainConfig:
+        return TrainConfig(
+            max_steps=self.max_steps, batch_size=max(1, self.batch_size // world_size), lr=self.lr, weight_decay=0.0,
+            warmup_steps=min(self.warmup_steps, self.max_steps - 1), schedule="constant", max_grad_norm=1.0, seed=seed,
+            device=device, log_every=max(1, min(25, self.max_steps // 40)), checkpoint_every=max(100, self.max_steps // 10),
+        )
+
+
+PRESETS = {
+    "smoke": SEDDRunConfig(num_sequences=256, hidden_size=32, n_blocks=1, n_heads=2, cond_dim=16, max_steps=20,
+                           batch_size=16, warmup_steps=2, sample_steps=8, num_samples=8),
+    # 2 CPU cores: ~0.8M parameters on 24-token reviews (spec §9 sizes).
+    "tiny": SEDDRunConfig(),
+    # SEDD small (spec §2, §4): GPT-2 tokens, OpenWebText blocks of 1024, batch 512 (global), lr 3e-4 with 2,500
+    # warm-up steps and no decay, EMA 0.9999, 400k steps as the paper trained (maintainer, issue #6).
+    "paper": SEDDRunConfig(corpus="openwebtext", tokenizer="gpt2", num_sequences=8_000_000, length=1024,
+                           hidden_size=768, n_blocks=12, n_heads=12, cond_dim=128, dropout=0.1, max_steps=400_000,
+                           batch_size=512, lr=3e-4, warmup_steps=2500, ema=0.9999, sample_steps=128, num_samples=8),
+}
+
+
+def get_config(preset: str, **overrides) -> SEDDRunConfig:
+    """The named preset with ``overrides`` applied (a wrong name or value raises, naming it)."""
+    return from_preset(PRESETS, preset, **overrides)
+
+
+class SEDDWithEMA(torch.nn.Module):
+    """The trained network and its EMA in one module, so one state dict (and one checkpoint) holds both."""
+
+    def __init__(self, model: SEDD, decay: float):
+        super().__init__()
+        self.model = model
+        self.ema = EMA(model, decay)
+
+    def forward(self, input_ids: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids, sigma)
+
+
+def _collate(rows: list[dict]) -> dict:
+    batch = {"input_ids": torch.stack([r["input_ids"] for r in rows])}
+    if "fixed" in rows[0]:
+        batch["fixed"] = torch.stack([r["fixed"] for r in rows])
+    return batch
+
+
+def as_dataset(sequences: torch.Tensor, fixed: torch.Tensor | None = None) -> list[dict]:
+    """Rows for the shared loop: ``{"input_ids"}`` (+ ``{"fixed"}``, a never-noised mask)."""
+    if fixed is not None and fixed.shape != sequences.shape:
+        raise ValueError(f"fixed mask {tuple(fixed.shape)} does not match sequences {tuple(sequences.shape)}")
+    return [{"input_ids": s} if fixed is None else {"input_ids": s, "fixed": f}
+            for s, f in zip(sequences, fixed if fixed is not None else [None] * len(sequences))]
+
+
+def train_sedd(config: SEDDRunConfig, sequences: torch.Tensor, num_states: int, output_dir: str | Path, seed: int = 0,
+               device: str = "auto", fixed: torch.Tensor | None = None) -> tuple[SEDD, list[dict]]:
+    """Train (or resume, or reload when finished) a SEDD model; returns it with EMA weights, and the loss history.
+
+    ``num_states`` counts every state, the mask included for the absorbing graph."""
+    folder = Path(output_dir)
+    settings = json.loads(json.dumps({"seed": seed, "num_states": num_states, **asdict(config)}))
+    if (folder / RUN_CONFIG).is_file() and json.loads((folder / RUN_CONFIG).read_text()) == settings:
+        model, _, _ = load_model(str(folder / "model"))
+        return model, _history(folder)
+    if int(sequences.max()) >= num_states:
+        raise ValueError(f"sequence ids reach {int(sequences.max())} but the graph has {num_states} states")
+    graph, noise = build_graph(config.graph, num_states), build_noise(config.noise_config())
+    torch.manual_seed(seed)
+    container = SEDDWithEMA(SEDD(config.model_config(num_states)), config.ema)
+    result: TrainResult = train(
+        container, as_dataset(sequences, fixed), config.train_config(seed, device, launch_info().world_size), _collate,
+        SEDDObjective(graph, noise), output_dir=folder, on_step=lambda step, loss: container.ema.update(container.model),
+    )
+    model = container.model
+    container.ema.copy_to(model)
+    model.eval()
+    if launch_info().is_main:
+        save_model(model, folder / "model", config.graph, config.noise_config())
+        (folder / RUN_CONFIG).write_text(json.dumps(settings, indent=2))
+    return model, result.history
+
+
+def _history(folder: Path) -> list[dict]:
+    path = folder / "train_log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def parameters_in_blocks(model: SEDD) -> tuple[int, int]:
+    """(all parameters, parameters inside the transformer blocks)."""
+    total = sum(p.numel() for p in model.parameters())
+    return total, sum(p.numel() for p in model.blocks.parameters())
+
