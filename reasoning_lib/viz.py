@@ -176,6 +176,56 @@ def interchange_diagram(base_tokens: list[str], source_tokens: list[str], num_la
     return fig
 
 
+MASK_COLOR, CHANGED_COLOR, TOKEN_COLOR = "#b0b3c0", "#EF553B", "#1f2430"
+
+
+def token_chain(chains: Mapping[str, list[list[str]]], step_labels: list[str], title: str, mask_text: str = "▒",
+                per_line: int = 8, notes: Mapping[str, str] | None = None) -> go.Figure:
+    """An interactive denoising chain: a slider (and play button) over steps; at each step every labelled
+    sequence is drawn token by token, masks grey, tokens that changed at that step in red.
+
+    ``chains[label][k]`` is the token list at step k (all chains have ``len(step_labels)`` states); ``notes``
+    adds a line under a label (e.g. the final answer marked right or wrong). Works without a kernel."""
+    labels = list(chains)
+    rows = {label: -(-max(len(state) for state in chains[label]) // per_line) for label in labels}
+    offsets, y = {}, 0
+    for label in labels:
+        offsets[label] = y
+        y += rows[label] + 1.5
+
+    def trace(label, k):
+        state = chains[label][k]
+        before = chains[label][k - 1] if k else state
+        colors = [MASK_COLOR if tok == mask_text else CHANGED_COLOR if k and tok != old else TOKEN_COLOR
+                  for tok, old in zip(state, before)]
+        return go.Scatter(
+            x=[i % per_line for i in range(len(state))], y=[-(offsets[label] + 1 + i // per_line) for i in range(len(state))],
+            mode="text", text=state, textfont={"color": colors, "size": 15}, name=label, showlegend=False,
+            hovertemplate=f"{label}: %{{text}}<extra></extra>",
+        )
+
+    fig = go.Figure(data=[trace(label, 0) for label in labels],
+                    frames=[go.Frame(data=[trace(label, k) for label in labels], name=str(k)) for k in range(len(step_labels))])
+    for label in labels:
+        text = f"<b>{label}</b>" + (f"   {notes[label]}" if notes and label in notes else "")
+        fig.add_annotation(x=-0.5, y=-offsets[label], text=text, showarrow=False, xanchor="left", font={"size": 13})
+    play = {"args": [None, {"frame": {"duration": 400, "redraw": True}, "fromcurrent": True}], "label": "▶ play",
+            "method": "animate"}
+    pause = {"args": [[None], {"frame": {"duration": 0}, "mode": "immediate"}], "label": "❚❚", "method": "animate"}
+    fig.update_layout(
+        title=title, height=160 + 34 * y, margin={"l": 20, "r": 20},
+        xaxis={"visible": False, "range": [-0.6, per_line - 0.4]}, yaxis={"visible": False, "range": [-(y + 0.2), 0.6]},
+        updatemenus=[{"type": "buttons", "buttons": [play, pause], "x": 0, "y": 0, "xanchor": "left", "yanchor": "top",
+                      "direction": "left", "pad": {"t": 40}}],
+        sliders=[{"active": 0, "x": 0.15, "len": 0.85, "y": 0, "yanchor": "top", "pad": {"t": 30},
+                  "currentvalue": {"prefix": "step: "},
+                  "steps": [{"label": lab, "method": "animate",
+                             "args": [[str(k)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}]}
+                            for k, lab in enumerate(step_labels)]}],
+    )
+    return fig
+
+
 def results_table(rows: Iterable[Mapping]) -> pd.DataFrame:
     """Rows of ``method``/``accuracy``/``throughput`` as a display table (accuracy in %)."""
     frame = pd.DataFrame(list(rows))

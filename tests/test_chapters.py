@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXPECTED_METRICS = {
     "01_multiplication_baselines": ["no_cot.accuracy", "no_cot.throughput", "explicit_cot.accuracy", "explicit_cot.throughput"],
+    "03_discrete_diffusion": ["elbo_perplexity", "train_loss_final", "sample_steps_per_second", "nfe"],
     "07_causal_distillation": ["teacher.accuracy", "kd.accuracy", "diito.accuracy", "kd.iia", "diito.iia"],
 }
 NESTED_METRICS = {"07_causal_distillation": ["accuracy_vs_train_size"]}  # {method: {size: accuracy}}

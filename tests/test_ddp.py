@@ -38,3 +38,15 @@ def test_distillation_trainer_runs_under_torchrun(tmp_path):
     assert "diito student on 256 examples" in run.stdout
     assert (tmp_path / "diito-256" / "model" / "model.safetensors").is_file()
     assert (tmp_path / "teacher" / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_sedd_trainer_runs_under_torchrun(tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "reasoning_lib.sedd", "--preset", "smoke",
+           "--output-dir", str(tmp_path)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    assert "trained 20 steps" in run.stdout
+    assert (tmp_path / "model_run" / "model" / "model.safetensors").is_file()

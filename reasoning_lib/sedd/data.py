@@ -58,3 +58,46 @@ def is_well_formed(tokenizer, ids) -> bool:
 def well_formed_fraction(tokenizer, samples: torch.Tensor) -> float:
     """Fraction of sampled rows that are well formed."""
     return sum(is_well_formed(tokenizer, row) for row in samples) / len(samples)
+
+
+def text_blocks(dataset_id: str, tokenizer, length: int, num_blocks: int, split: str = "train",
+                text_field: str = "text") -> torch.Tensor:
+    """[num_blocks, length] ids from a hub text dataset, as the reference packs OpenWebText: every document
+    tokenised with end-of-text appended, all concatenated, cut into blocks (remainder dropped). Streams, so
+    only what is needed is downloaded; needs the hub (or its cache)."""
+    import os
+
+    from datasets import load_dataset
+
+    try:
+        stream = load_dataset(dataset_id, split=split, streaming=True)
+        buffer, blocks = [], []
+        for record in stream:
+            buffer += tokenizer(record[text_field])["input_ids"] + [tokenizer.eos_token_id]
+            while len(buffer) >= length and len(blocks) < num_blocks:
+                blocks.append(buffer[:length])
+                buffer = buffer[length:]
+            if len(blocks) == num_blocks:
+                break
+    except Exception as err:  # datasets raises several types when offline
+        hint = " (HF_DATASETS_OFFLINE=1: use corpus='reviews' or a cached copy)" if os.environ.get("HF_DATASETS_OFFLINE") == "1" else ""
+        raise FileNotFoundError(f"could not stream {dataset_id!r} ({split}): {err}{hint}") from None
+    if len(blocks) < num_blocks:
+        raise ValueError(f"{dataset_id!r} ({split}) yields only {len(blocks)} blocks of {length} tokens, not {num_blocks}")
+    return torch.tensor(blocks)
+
+
+def prepare_corpus(corpus: str, tokenizer_name: str, num_sequences: int, num_test: int, length: int, seed: int):
+    """``(tokenizer, train, test, num_states)`` with num_states = vocabulary + 1 mask state.
+
+    ``corpus='reviews'`` generates disjoint train/test canvases; anything else is a hub dataset id whose
+    held-out blocks are taken from its 'validation' split when it has one, else after the training blocks."""
+    if corpus == "reviews":
+        tokenizer = build_review_tokenizer()
+        rows = review_canvases(tokenizer, num_sequences + num_test, length, seed)
+        return tokenizer, rows[:num_sequences], rows[num_sequences:], len(tokenizer) + 1
+    from ..tokenization import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_name)
+    rows = text_blocks(corpus, tokenizer, length, num_sequences + num_test)
+    return tokenizer, rows[:num_sequences], rows[num_sequences:], len(tokenizer) + 1

@@ -1,0 +1,35 @@
+"""Train a SEDD model from the command line, data-parallel under torchrun, e.g.
+
+    torchrun --nproc_per_node=8 -m reasoning_lib.sedd --preset paper
+
+The run goes where chapter 3 looks for it (``<output-dir>/model_run``), so the chapter afterwards reloads it.
+"""
+from __future__ import annotations
+
+import argparse
+
+from ..chapter import resolve_output_dir
+from ..runtime import launch_info, seed_everything
+from .data import prepare_corpus
+from .training import PRESETS, get_config, train_sedd
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    parser.add_argument("--output-dir", default="outputs/03_discrete_diffusion")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    config = get_config(args.preset)
+    out = resolve_output_dir(args.output_dir)
+    seed_everything(args.seed)
+    _, train_rows, _, num_states = prepare_corpus(config.corpus, config.tokenizer, config.num_sequences, 200,
+                                                  config.length, args.seed)
+    _, history = train_sedd(config, train_rows, num_states, out / "model_run", args.seed, args.device)
+    if launch_info().is_main:
+        print(f"trained {len(history) and history[-1]['step']} steps; final loss {history[-1]['loss']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
