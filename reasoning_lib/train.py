@@ -128,10 +128,28 @@ def _to(batch: dict, device: torch.device) -> dict:
 
 
 def _read_log(path: Path, up_to_step: int) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
     return [r for r in rows if r["step"] <= up_to_step]
+
+
+def read_log(output_dir: str | Path) -> list[dict]:
+    """Every row a run logged to ``output_dir/train_log.jsonl`` (its loss history), [] if none."""
+    return _read_log(Path(output_dir) / "train_log.jsonl", up_to_step=math.inf)
+
+
+RUN_RECORD = "run_config.json"
+
+
+def finished_run(output_dir: str | Path, settings: dict) -> bool:
+    """Whether ``output_dir`` holds a finished run (``model/`` saved) recorded with exactly ``settings``."""
+    path = Path(output_dir) / RUN_RECORD
+    same = path.is_file() and json.loads(path.read_text()) == json.loads(json.dumps(settings))  # tuples -> lists
+    return same and (Path(output_dir) / "model").is_dir()
+
+
+def mark_finished(output_dir: str | Path, settings: dict) -> None:
+    """Record ``settings`` next to a saved ``model/``, so :func:`finished_run` reloads instead of retraining."""
+    (Path(output_dir) / RUN_RECORD).write_text(json.dumps(settings, indent=2))
 
 
 def train(

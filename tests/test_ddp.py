@@ -11,12 +11,17 @@ from safetensors.torch import load_file
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node=2 ARGS`` with one thread per process (2 cores)."""
+    launcher = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([launcher, "--standalone", "--nproc_per_node=2", *args], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
 @pytest.mark.slow
 def test_two_cpu_processes_end_with_identical_weights(tmp_path):
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [torchrun, "--standalone", "--nproc_per_node=2", str(WORKER), str(tmp_path)]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    run = torchrun(str(WORKER), str(tmp_path))
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     init0, init1 = load_file(tmp_path / "init0.safetensors"), load_file(tmp_path / "init1.safetensors")
     rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
@@ -29,11 +34,7 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path):
 @pytest.mark.slow
 def test_distillation_trainer_runs_under_torchrun(tmp_path):
     # DIITO makes several forward passes per step (source, base, counterfactual) through the DDP-wrapped student
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "reasoning_lib.distill", "--preset", "smoke",
-           "--method", "diito", "--output-dir", str(tmp_path)]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    run = torchrun("-m", "reasoning_lib.distill", "--preset", "smoke", "--method", "diito", "--output-dir", str(tmp_path))
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     assert "diito student on 256 examples" in run.stdout
     assert (tmp_path / "diito-256" / "model" / "model.safetensors").is_file()
@@ -42,11 +43,7 @@ def test_distillation_trainer_runs_under_torchrun(tmp_path):
 
 @pytest.mark.slow
 def test_sedd_trainer_runs_under_torchrun(tmp_path):
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "reasoning_lib.sedd", "--preset", "smoke",
-           "--output-dir", str(tmp_path)]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    run = torchrun("-m", "reasoning_lib.sedd", "--preset", "smoke", "--output-dir", str(tmp_path))
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     assert "trained 20 steps" in run.stdout
     assert (tmp_path / "model_run" / "model" / "model.safetensors").is_file()

@@ -61,7 +61,8 @@ def interchange_accuracy(student, teacher, examples: list[dict], mapping: dict[i
                          consecutive: bool = False, special_ids: list[int] | None = None, seed: int = 0,
                          batch_size: int = 256) -> InterchangeResult:
     """IIA of ``student`` w.r.t. ``teacher`` over pairs built from ``examples`` (same sites for both models)."""
-    student.eval(), teacher.eval()
+    student.eval()
+    teacher.eval()
     device = next(student.parameters()).device
     agree = {j: [] for j in mapping}
     flipped, agree_flipped = [], []

@@ -6,7 +6,6 @@ resumes from its checkpoints; a finished run with the same settings is loaded in
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from ..config import check_choice
 from ..models import attention_implementation, load_saved
 from ..runtime import launch_info, resolve_device
 from ..tokenization import load_tokenizer
-from ..train import TrainResult, train
+from ..train import TrainResult, finished_run, mark_finished, read_log, train
 from .data import build_word_tokenizer, collate, load_glue, load_sentiment, subset
 from .intervention import model_inputs
 from .losses import DistillObjective
@@ -25,7 +24,6 @@ from .models import build_student, build_teacher, freeze, layer_mapping
 from .presets import DistillConfig
 
 METHODS = ("kd", "diito")
-RUN_CONFIG = "run_config.json"
 
 
 def prepare_data(config: DistillConfig, seed: int):
@@ -44,25 +42,13 @@ def classification_loss(model, batch: dict):
     return F.cross_entropy(model(**model_inputs(batch)).logits.float(), batch["labels"])
 
 
-def _finished(folder: Path, settings: dict) -> bool:
-    path = folder / RUN_CONFIG
-    same = path.is_file() and json.loads(path.read_text()) == json.loads(json.dumps(settings))  # tuples -> lists
-    return same and (folder / "model").is_dir()
-
-
-def logged_history(folder: Path) -> list[dict]:
-    """The loss history a finished run logged (``train_log.jsonl``), for plotting a reloaded run."""
-    path = folder / "train_log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
 def _run(model, dataset, train_config, loss_fn, folder: Path, settings: dict, tokenizer) -> TrainResult:
     pad = tokenizer.pad_token_id or 0
     result = train(model, dataset, train_config, lambda b: collate(b, pad), loss_fn, output_dir=folder)
     if launch_info().is_main:
         model.save_pretrained(folder / "model")
         tokenizer.save_pretrained(folder / "model")
-        (folder / RUN_CONFIG).write_text(json.dumps(settings, indent=2))
+        mark_finished(folder, settings)
     return result
 
 
@@ -71,8 +57,8 @@ def train_teacher(config: DistillConfig, tokenizer, train_set: list[dict], outpu
     """Fine-tune (or train from scratch) the teacher classifier; returns it frozen, with its loss history."""
     folder = Path(output_dir)
     settings = {"stage": "teacher", "seed": seed, **asdict(config)}
-    if _finished(folder, settings):
-        return freeze(load_saved(str(folder / "model"), arch="bert")), logged_history(folder)
+    if finished_run(folder, settings):
+        return freeze(load_saved(str(folder / "model"), arch="bert")), read_log(folder)
     num_labels = 1 + max(e["label"] for e in train_set)
     model = build_teacher(config.teacher, tokenizer, num_labels, config.dropout, config.max_length)
     train_config = config.train_config(len(train_set), config.teacher_epochs, config.teacher_lr, seed, device,
@@ -100,8 +86,8 @@ def distill(method: str, teacher: PreTrainedModel, train_set: list[dict], config
     data = subset(train_set, size, seed) if size < len(train_set) else train_set
     folder = Path(output_dir)
     settings = {"stage": method, "size": size, "seed": seed, **asdict(config)}
-    if _finished(folder, settings):
-        return load_saved(str(folder / "model"), arch="bert").eval(), logged_history(folder)
+    if finished_run(folder, settings):
+        return load_saved(str(folder / "model"), arch="bert").eval(), read_log(folder)
     student = init_student(config, teacher)
     mapping = layer_mapping(config.mapping, teacher.config.num_hidden_layers, len(config.student_layers))
     objective = DistillObjective(

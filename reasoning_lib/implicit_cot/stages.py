@@ -172,7 +172,8 @@ def evaluate_implicit(
     batch_size: int = 1, max_new_tokens: int = 128,
 ) -> EvalResult:
     """Accuracy and throughput with the emulator inside the timed region (spec §5)."""
-    emulator.eval(), student.eval()
+    emulator.eval()
+    student.eval()
     return evaluate_generator(
         lambda chunk: generate_implicit(emulator, student, tokenizer, chunk, max_new_tokens),
         examples, batch_size, next(student.parameters()).device,
@@ -198,7 +199,8 @@ def state_mse_per_layer(
 ) -> list[float]:
     """Mean squared error per layer between emulated and (normalised) teacher states, averaged over H and examples."""
     device = next(emulator.parameters()).device
-    emulator.eval(), teacher.to(device)
+    emulator.eval()
+    teacher.to(device)
     totals = torch.zeros(emulator.num_layers, device=device)
     pairs = encode_pairs(tokenizer, examples)
     for start in range(0, len(pairs), batch_size):

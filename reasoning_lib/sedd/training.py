@@ -5,7 +5,6 @@ carry model, EMA, optimizer, step and RNG together, and a resumed run continues 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,14 +12,13 @@ import torch
 
 from ..config import check_choice, check_positive, from_preset
 from ..runtime import launch_info
-from ..train import TrainConfig, TrainResult, train
+from ..train import TrainConfig, TrainResult, finished_run, mark_finished, read_log, train
 from .graph import build_graph
 from .loading import load_model, save_model
 from .losses import SEDDObjective
 from .model import DDiTConfig, EMA, SEDD
 from .noise import build_noise
 
-RUN_CONFIG = "run_config.json"
 
 
 @dataclass(frozen=True)
@@ -119,10 +117,10 @@ def train_sedd(config: SEDDRunConfig, sequences: torch.Tensor, num_states: int, 
 
     ``num_states`` counts every state, the mask included for the absorbing graph."""
     folder = Path(output_dir)
-    settings = json.loads(json.dumps({"seed": seed, "num_states": num_states, **asdict(config)}))
-    if (folder / RUN_CONFIG).is_file() and json.loads((folder / RUN_CONFIG).read_text()) == settings:
+    settings = {"seed": seed, "num_states": num_states, **asdict(config)}
+    if finished_run(folder, settings):
         model, _, _ = load_model(str(folder / "model"))
-        return model, _history(folder)
+        return model, read_log(folder)
     if int(sequences.max()) >= num_states:
         raise ValueError(f"sequence ids reach {int(sequences.max())} but the graph has {num_states} states")
     graph, noise = build_graph(config.graph, num_states), build_noise(config.noise_config())
@@ -137,13 +135,8 @@ def train_sedd(config: SEDDRunConfig, sequences: torch.Tensor, num_states: int, 
     model.eval()
     if launch_info().is_main:
         save_model(model, folder / "model", config.graph, config.noise_config())
-        (folder / RUN_CONFIG).write_text(json.dumps(settings, indent=2))
+        mark_finished(folder, settings)
     return model, result.history
-
-
-def _history(folder: Path) -> list[dict]:
-    path = folder / "train_log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 def parameters_in_blocks(model: SEDD) -> tuple[int, int]:
