@@ -33,11 +33,11 @@ pio.templates.default = "plotly_white"
 
 METHOD_COLORS = {
     "no_cot": "#636EFA", "explicit_cot": "#EF553B", "implicit_cot": "#00CC96", "dot": "#AB63FA", "dot_mp": "#FFA15A",
-    "teacher": "#7F7F7F", "kd": "#636EFA", "diito": "#EF553B",
+    "teacher": "#7F7F7F", "kd": "#636EFA", "diito": "#EF553B", "answer_only": "#19D3F3",
 }
 METHOD_LABELS = {
     "no_cot": "No CoT", "explicit_cot": "Explicit CoT", "implicit_cot": "Implicit CoT", "dot": "DoT", "dot_mp": "DoT-MP",
-    "teacher": "Teacher", "kd": "KD student", "diito": "DIITO student",
+    "teacher": "Teacher", "kd": "KD student", "diito": "DIITO student", "answer_only": "Diffusion, answer only",
 }
 
 
@@ -224,6 +224,77 @@ def token_chain(chains: Mapping[str, list[list[str]]], step_labels: list[str], t
                             for k, lab in enumerate(step_labels)]}],
     )
     return fig
+
+
+def accuracy_vs_compute(per_method: Mapping[str, list[Mapping]], title: str) -> go.Figure:
+    """Rows ``{steps, nfe, accuracy, throughput}`` per method: accuracy against network evaluations (left) and
+    against batch-1 seconds per question (right), one point per step count T (hover for all four)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
+                        subplot_titles=("vs network evaluations (NFE)", "vs wall-clock per question (batch 1)"))
+    for method, rows in per_method.items():
+        text = [f"T={r['steps']}" for r in rows]
+        hover = [f"T={r['steps']}, NFE {r['nfe']:.0f}, {1000 / r['throughput']:.0f} ms/question, "
+                 f"accuracy {100 * r['accuracy']:.1f}%" for r in rows]
+        style = {"mode": "lines+markers+text", "text": text, "textposition": "top left", "hovertext": hover,
+                 "hoverinfo": "text", "line": {"color": METHOD_COLORS.get(method)}, "name": label(method)}
+        fig.add_trace(go.Scatter(x=[r["nfe"] for r in rows], y=[100 * r["accuracy"] for r in rows], **style), 1, 1)
+        fig.add_trace(go.Scatter(x=[1 / r["throughput"] for r in rows], y=[100 * r["accuracy"] for r in rows],
+                                 showlegend=False, **style), 1, 2)
+    fig.update_xaxes(type="log", title_text="network evaluations per question", row=1, col=1)
+    fig.update_xaxes(type="log", title_text="seconds per question", row=1, col=2)
+    fig.update_yaxes(title_text="accuracy (%)", range=[-3, 105], row=1, col=1)
+    fig.update_layout(title=title, height=460)
+    return fig
+
+
+def align_chains(chains: Mapping[str, list[list[str]]], labels: Mapping[str, list[str]],
+                 max_frames: int = 80) -> tuple[dict[str, list[list[str]]], list[str]]:
+    """Chains of different lengths on one frame axis for ``token_chain``: a finished chain holds its last state;
+    frames where nothing changes are dropped and the rest thinned evenly to at most ``max_frames`` (the first
+    and last kept), so a long (GSM8K, multi-pass) chain stays a small, responsive figure."""
+    total = max(len(c) for c in chains.values())
+    padded = {k: c + [c[-1]] * (total - len(c)) for k, c in chains.items()}
+    names = {k: v + [v[-1]] * (total - len(v)) for k, v in labels.items()}
+    keep = [i for i in range(total) if i in (0, total - 1) or any(padded[k][i] != padded[k][i - 1] for k in padded)]
+    if len(keep) > max_frames:
+        keep = [keep[round(j * (len(keep) - 1) / (max_frames - 1))] for j in range(max_frames)]
+    step_labels = [f"{i}: " + " | ".join(dict.fromkeys(names[k][i] for k in names)) for i in keep]
+    return {k: [c[i] for i in keep] for k, c in padded.items()}, step_labels
+
+
+def chain_gif(chains: Mapping[str, list[list[str]]], step_labels: list[str], path: str | Path, mask_text: str = "▒",
+              per_line: int = 16, frame_ms: int = 300) -> Path:
+    """The same denoising chain as an animated GIF (for slides): one frame per step, masks grey, changes red."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=16)
+    cell, line = 46, 26
+    rows = {k: -(-max(len(s) for s in c) // per_line) for k, c in chains.items()}
+    height = 40 + sum(line * (r + 1) + 10 for r in rows.values())
+    frames = []
+    for k, step in enumerate(step_labels):
+        image = Image.new("RGB", (20 + cell * per_line, height), "white")
+        draw = ImageDraw.Draw(image)
+        draw.text((10, 8), step, fill=TOKEN_COLOR, font=font)
+        y = 40
+        for name, chain in chains.items():
+            draw.text((10, y), name, fill=TOKEN_COLOR, font=font)
+            y += line
+            for i, token in enumerate(chain[k]):
+                x0, y0 = 10 + cell * (i % per_line), y + line * (i // per_line)
+                if token == mask_text:  # a block, whatever glyphs the font has
+                    draw.rectangle((x0, y0 + 3, x0 + cell - 8, y0 + line - 6), fill=MASK_COLOR)
+                    continue
+                changed = k and token != chain[k - 1][i]
+                draw.text((x0, y0), token, fill=CHANGED_COLOR if changed else TOKEN_COLOR, font=font)
+            y += line * rows[name] + 10
+        frames.append(image)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
+    return path
 
 
 def results_table(rows: Iterable[Mapping]) -> pd.DataFrame:

@@ -18,9 +18,11 @@ CHAPTERS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXPECTED_METRICS = {
     "01_multiplication_baselines": ["no_cot.accuracy", "no_cot.throughput", "explicit_cot.accuracy", "explicit_cot.throughput"],
     "03_discrete_diffusion": ["elbo_perplexity", "train_loss_final", "sample_steps_per_second", "nfe"],
+    "04_diffusion_of_thoughts": ["dot.accuracy", "dot.throughput", "dot_mp.accuracy", "dot_mp.throughput"],
     "07_causal_distillation": ["teacher.accuracy", "kd.accuracy", "diito.accuracy", "kd.iia", "diito.iia"],
 }
 NESTED_METRICS = {"07_causal_distillation": ["accuracy_vs_train_size"]}  # {method: {size: accuracy}}
+CURVES = {"04_diffusion_of_thoughts": {"accuracy_vs_steps": dict, "self_consistency.accuracy_at_k": list}}
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +60,10 @@ def test_chapter_runs_at_smoke_preset_and_writes_metrics(smoke_book, path):
         assert isinstance(metrics.get(key), dict) and metrics[key], f"metrics.json of {path.stem} lacks {key!r}"
         for per_size in metrics[key].values():
             assert all(0 <= v <= 1 for v in per_size.values())
+    for key, kind in CURVES.get(path.stem, {}).items():
+        assert isinstance(metrics.get(key), kind) and metrics[key], f"metrics.json of {path.stem} lacks {key!r}"
+        values = metrics[key].values() if kind is dict else metrics[key]
+        assert all(0 <= v <= 1 for v in values)
 
 
 @pytest.fixture(scope="session")

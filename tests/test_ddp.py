@@ -47,3 +47,11 @@ def test_sedd_trainer_runs_under_torchrun(tmp_path):
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     assert "trained 20 steps" in run.stdout
     assert (tmp_path / "model_run" / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_dot_trainer_runs_under_torchrun(tmp_path):
+    run = torchrun("-m", "reasoning_lib.dot", "--preset", "smoke", "--variant", "dot_mp", "--output-dir", str(tmp_path))
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    assert "dot_mp: trained 20 steps" in run.stdout
+    assert (tmp_path / "dot_mp" / "model" / "model.safetensors").is_file()

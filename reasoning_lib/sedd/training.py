@@ -111,23 +111,32 @@ def as_dataset(sequences: torch.Tensor, fixed: torch.Tensor | None = None) -> li
             for s, f in zip(sequences, fixed if fixed is not None else [None] * len(sequences))]
 
 
-def train_sedd(config: SEDDRunConfig, sequences: torch.Tensor, num_states: int, output_dir: str | Path, seed: int = 0,
-               device: str = "auto", fixed: torch.Tensor | None = None) -> tuple[SEDD, list[dict]]:
+def train_sedd(config: SEDDRunConfig, sequences, num_states: int, output_dir: str | Path, seed: int = 0,
+               device: str = "auto", fixed: torch.Tensor | None = None, init: SEDD | None = None,
+               describe: dict | None = None) -> tuple[SEDD, list[dict]]:
     """Train (or resume, or reload when finished) a SEDD model; returns it with EMA weights, and the loss history.
 
-    ``num_states`` counts every state, the mask included for the absorbing graph."""
+    ``num_states`` counts every state, the mask included for the absorbing graph. ``sequences`` is an
+    [N, n] tensor, or a dataset of ``{"input_ids", "fixed"}`` rows with an ``input_ids`` tensor of every row
+    it can return (then ``fixed`` is None). ``init`` is a
+    model to fine-tune (e.g. ``load_model("louaaron/sedd-small")[0]``) instead of a fresh one; ``describe`` adds
+    entries (data settings, the init's name) to what identifies a finished run."""
     folder = Path(output_dir)
-    settings = {"seed": seed, "num_states": num_states, **asdict(config)}
+    settings = {"seed": seed, "num_states": num_states, **asdict(config), **(describe or {})}
     if finished_run(folder, settings):
         model, _, _ = load_model(str(folder / "model"))
         return model, read_log(folder)
-    if int(sequences.max()) >= num_states:
-        raise ValueError(f"sequence ids reach {int(sequences.max())} but the graph has {num_states} states")
+    rows = as_dataset(sequences, fixed) if torch.is_tensor(sequences) else sequences
+    top = int((sequences if torch.is_tensor(sequences) else sequences.input_ids).max())
+    if top >= num_states:
+        raise ValueError(f"sequence ids reach {top} but the graph has {num_states} states")
+    if init is not None and init.config.vocab_size != num_states:
+        raise ValueError(f"the model to fine-tune has {init.config.vocab_size} states but the data needs {num_states}")
     graph, noise = build_graph(config.graph, num_states), build_noise(config.noise_config())
     torch.manual_seed(seed)
-    container = SEDDWithEMA(SEDD(config.model_config(num_states)), config.ema)
+    container = SEDDWithEMA(init if init is not None else SEDD(config.model_config(num_states)), config.ema)
     result: TrainResult = train(
-        container, as_dataset(sequences, fixed), config.train_config(seed, device, launch_info().world_size), _collate,
+        container, rows, config.train_config(seed, device, launch_info().world_size), _collate,
         SEDDObjective(graph, noise), output_dir=folder, on_step=lambda step, loss: container.ema.update(container.model),
     )
     model = container.model

@@ -1,0 +1,18 @@
+"""Diffusion of Thoughts (Ye et al. 2024, arXiv 2402.07754) on the SEDD core of ``reasoning_lib.sedd``.
+
+``data`` (question-fixed canvases; DoT, DoT-MP thoughts and the answer-only control), ``answers`` (extraction,
+numeric scoring, majority vote and self-consistency), ``inference`` (DoT and DoT-MP sampling, accuracy,
+batch-1 throughput), ``presets`` and ``stages`` (data, training from scratch or from a SEDD checkpoint).
+"""
+from .answers import answers_match, extract_answer, majority_vote, parse_number, self_consistency
+from .data import Layout, build_tokenizer, encode_examples, mp_context, thoughts, training_pairs
+from .inference import DoTEval, Generation, Sampler, evaluate, throughput
+from .presets import PRESETS, DoTConfig, get_config
+from .stages import make_sampler, prepare_data, train_dot
+
+__all__ = [
+    "answers_match", "extract_answer", "majority_vote", "parse_number", "self_consistency", "Layout",
+    "build_tokenizer", "encode_examples", "mp_context", "thoughts", "training_pairs", "DoTEval", "Generation",
+    "Sampler", "evaluate", "throughput", "PRESETS", "DoTConfig", "get_config", "make_sampler", "prepare_data",
+    "train_dot",
+]
