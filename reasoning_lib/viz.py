@@ -270,7 +270,7 @@ def chain_gif(chains: Mapping[str, list[list[str]]], step_labels: list[str], pat
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=16)
-    cell, line = 46, 26
+    cell, line = 56, 26
     rows = {k: -(-max(len(s) for s in c) // per_line) for k, c in chains.items()}
     height = 40 + sum(line * (r + 1) + 10 for r in rows.values())
     frames = []

@@ -34,6 +34,7 @@ class DoTConfig:
     lr: float = 1e-3
     warmup_steps: int = 100
     ema: float = 0.999
+    schedule: str = "constant"  # 'wsd': constant, then a linear decay over the last 20% (short CPU runs)
     sample_steps: int = 32  # T for the headline accuracy
     step_sweep: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     predictor: str = "analytic"
@@ -61,7 +62,7 @@ class DoTConfig:
         return SEDDRunConfig(corpus=self.task, tokenizer=self.tokenizer, num_sequences=self.num_train, length=self.length,
                              hidden_size=self.hidden_size, n_blocks=self.n_blocks, n_heads=self.n_heads,
                              cond_dim=self.cond_dim, dropout=self.dropout, max_steps=self.max_steps,
-                             batch_size=self.batch_size, lr=self.lr, warmup_steps=self.warmup_steps, ema=self.ema,
+                             batch_size=self.batch_size, lr=self.lr, warmup_steps=self.warmup_steps, ema=self.ema, schedule=self.schedule,
                              sample_steps=self.sample_steps)
 
 

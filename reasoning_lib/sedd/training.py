@@ -41,6 +41,7 @@ class SEDDRunConfig:
     lr: float = 1e-3
     warmup_steps: int = 100
     ema: float = 0.999
+    schedule: str = "constant"  # the reference's: warm-up then constant; 'wsd' decays over the last 20%
     sample_steps: int = 64
     num_samples: int = 64
 
@@ -61,7 +62,7 @@ class SEDDRunConfig:
     def train_config(self, seed: int, device: str, world_size: int = 1) -> TrainConfig:
         return TrainConfig(
             max_steps=self.max_steps, batch_size=max(1, self.batch_size // world_size), lr=self.lr, weight_decay=0.0,
-            warmup_steps=min(self.warmup_steps, self.max_steps - 1), schedule="constant", max_grad_norm=1.0, seed=seed,
+            warmup_steps=min(self.warmup_steps, self.max_steps - 1), schedule=self.schedule, max_grad_norm=1.0, seed=seed,
             device=device, log_every=max(1, min(25, self.max_steps // 40)), checkpoint_every=max(100, self.max_steps // 10),
         )
 
