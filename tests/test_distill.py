@@ -212,7 +212,7 @@ def test_bad_inputs_fail_with_clear_errors(tokenizer, teacher):
 
 @pytest.mark.slow
 def test_teacher_learns_the_task_and_students_distil_it(tmp_path):
-    config = D.get_config("tiny", num_test=300, student_epochs=2,  # the tiny teacher: ~75 s on 2 cores
+    config = D.get_config("tiny", num_test=300, student_epochs=2, teacher_epochs=8,  # 4 epochs stalled on one CPU type
                           train_sizes=(1000,), min_student_steps=60, eval_pairs=200)
     torch.manual_seed(0)
     tokenizer, train, test = D.prepare_data(config, seed=0)
@@ -220,6 +220,6 @@ def test_teacher_learns_the_task_and_students_distil_it(tmp_path):
     assert history[-1]["loss"] < history[0]["loss"] / 3
     assert D.accuracy(teacher, test) > 0.9
     student, history = D.distill("diito", teacher, train, config, tokenizer, tmp_path / "diito", 0, "cpu", size=1000)
-    assert history[-1]["loss"] < history[0]["loss"]
+    assert sum(h["loss"] for h in history[-3:]) / 3 < history[0]["loss"]  # a 60-step log is noisy: average its end
     again, logged = D.distill("diito", teacher, train, config, tokenizer, tmp_path / "diito", 0, "cpu", size=1000)
     assert logged == history and torch.equal(D.predict(again, test), D.predict(student, test))  # reloaded, not retrained

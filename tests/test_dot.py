@@ -273,3 +273,19 @@ def test_dot_learns_the_rationale_format_of_2x2_multiplication(tmp_path):
     well_formed = sum(bool(t and shape.match(t)) for t in run.generation.texts) / len(run.generation.texts)
     assert well_formed > 0.8, run.generation.texts[:4]
     assert run.mean_nfe == 17
+
+
+def test_long_chains_are_thinned_to_a_small_responsive_figure():
+    from reasoning_lib import viz
+
+    rng = torch.Generator().manual_seed(0)
+    def chain(states):  # a GSM8K-sized canvas (128 tokens) filling in over `states` steps
+        order = torch.randperm(128, generator=rng).tolist()
+        return [["▒" if i in set(order[: 128 - (128 * k) // (states - 1)]) else f"t{i}" for i in range(128)]
+                for k in range(states)]
+    dot_chain, mp_chain = chain(66), chain(10 * 66)
+    frames, labels = viz.align_chains({"DoT": dot_chain, "DoT-MP": mp_chain},
+                                      {"DoT": [f"s{k}" for k in range(66)], "DoT-MP": [f"p{k}" for k in range(660)]})
+    assert len(labels) == 80 and frames["DoT"][-1] == dot_chain[-1] and frames["DoT-MP"][-1] == mp_chain[-1]
+    fig = viz.token_chain(frames, labels, "long", per_line=16)
+    assert len(fig.frames) == 80 and len(fig.to_json()) < 3_000_000  # a few MB at most, even for GSM8K
