@@ -113,9 +113,16 @@ def encode_pair(tokenizer, layout: Layout, source: str, target: str | None, trun
     """(ids [n], fixed [n]) for ``source E || target E E…``; ``target=None`` leaves the target masked (a prompt).
 
     Raises when it does not fit, unless ``truncate``: then the longer side loses its last token until it does."""
+    ids, fixed, _ = _encode(tokenizer, layout, source, target, truncate)
+    return ids, fixed
+
+
+def _encode(tokenizer, layout: Layout, source: str, target: str | None, truncate: bool):
+    """``encode_pair`` plus whether the pair had to be truncated."""
     src, trg = _ids(tokenizer, source), ([] if target is None else _ids(tokenizer, target))
     room = layout.length - 3  # E after the source, ||, E after the target
-    if len(src) + len(trg) > room:
+    was_cut = len(src) + len(trg) > room
+    if was_cut:
         if not truncate or target is None:
             need = len(src) + len(trg) + 3
             raise ValueError(f"a sequence of {need} tokens does not fit the canvas of {layout.length}: "
@@ -134,18 +141,16 @@ def encode_pair(tokenizer, layout: Layout, source: str, target: str | None, trun
     ids = torch.tensor(prefix + body)
     fixed = torch.zeros(layout.length, dtype=torch.bool)
     fixed[: len(prefix)] = True
-    return ids, fixed
+    return ids, fixed, was_cut
 
 
 def encode_examples(tokenizer, layout: Layout, examples: list[Example], variant: str, truncate: bool = False):
     """Training canvases of every pair of every example: (ids [N, n], fixed [N, n]); truncations are reported."""
     rows, masks, cut = [], [], 0
-    room = layout.length - 3
     for example in examples:
         for source, target in training_pairs(example, variant):
-            if truncate and len(_ids(tokenizer, source)) + len(_ids(tokenizer, target)) > room:
-                cut += 1
-            ids, fixed = encode_pair(tokenizer, layout, source, target, truncate)
+            ids, fixed, was_cut = _encode(tokenizer, layout, source, target, truncate)
+            cut += was_cut
             rows.append(ids)
             masks.append(fixed)
     if cut:

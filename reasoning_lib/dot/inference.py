@@ -76,15 +76,13 @@ class Sampler:
         labels: list[list[str]] = [[] for _ in range(n)]
         active = list(range(n))
         for number in range(1, max_passes + 1):
+            contexts = {i: mp_context(questions[i], previous[i]) for i in active}
+            for i in [i for i in active if not source_fits(self.tokenizer, self.layout, contexts[i])]:
+                texts[i] = " ".join(previous[i])  # the thoughts so far fill the canvas: stop without an answer
+                active.remove(i)
             if not active:
                 break
-            overflow = [i for i in active if not source_fits(self.tokenizer, self.layout, mp_context(questions[i], previous[i]))]
-            for i in overflow:  # the thoughts so far fill the canvas: stop without an answer
-                texts[i] = " ".join(previous[i])
-            active = [i for i in active if i not in overflow]
-            if not active:
-                break
-            thoughts, out = self._pass([mp_context(questions[i], previous[i]) for i in active], generator, record_chain)
+            thoughts, out = self._pass([contexts[i] for i in active], generator, record_chain)
             still = []
             for row, (i, thought) in enumerate(zip(active, thoughts)):
                 nfe[i] += out.nfe

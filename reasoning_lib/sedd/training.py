@@ -119,16 +119,16 @@ def train_sedd(config: SEDDRunConfig, sequences, num_states: int, output_dir: st
 
     ``num_states`` counts every state, the mask included for the absorbing graph. ``sequences`` is an
     [N, n] tensor, or a dataset of ``{"input_ids", "fixed"}`` rows with an ``input_ids`` tensor of every row
-    it can return (then ``fixed`` is None). ``init`` is a
-    model to fine-tune (e.g. ``load_model("louaaron/sedd-small")[0]``) instead of a fresh one; ``describe`` adds
+    it can return (then ``fixed`` is None). ``init`` is a model to fine-tune (e.g. ``load_model("louaaron/sedd-small")[0]``) instead of a fresh one; ``describe`` adds
     entries (data settings, the init's name) to what identifies a finished run."""
     folder = Path(output_dir)
     settings = {"seed": seed, "num_states": num_states, **asdict(config), **(describe or {})}
     if finished_run(folder, settings):
         model, _, _ = load_model(str(folder / "model"))
         return model, read_log(folder)
-    rows = as_dataset(sequences, fixed) if torch.is_tensor(sequences) else sequences
-    top = int((sequences if torch.is_tensor(sequences) else sequences.input_ids).max())
+    tensor = torch.is_tensor(sequences)
+    rows = as_dataset(sequences, fixed) if tensor else sequences
+    top = int((sequences if tensor else sequences.input_ids).max())
     if top >= num_states:
         raise ValueError(f"sequence ids reach {top} but the graph has {num_states} states")
     if init is not None and init.config.vocab_size != num_states:
