@@ -267,6 +267,12 @@ def test_training_questions_never_touch_held_out_sets(profiles, split):
     assert split.first_people[one.person].any(), "all 1-hop facts (held-out people too) stay training data"
 
 
+def test_a_one_hop_only_draw_samples_no_two_hop_question(profiles, split):
+    assert len(split.sample("train", 0, np.random.default_rng(0))) == 0
+    q = QuestionSampler(profiles, (1,), split=split).sample(50, np.random.default_rng(0))
+    assert len(q) == 50 and (q.relation < 0).all()
+
+
 def test_each_eval_mode_yields_its_own_questions(split):
     modes = dict(iter_eval_questions(split, 200, seed=0))
     assert len(modes) == 9 and all(len(q) == 200 for q in modes.values())

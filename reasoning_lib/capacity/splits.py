@@ -171,6 +171,8 @@ class TwoHopSplit:
         """``num`` 2-hop questions drawn uniformly (with replacement) from one category."""
         check_choice("category", category, CATEGORIES)
         code = CATEGORIES.index(category)
+        if num == 0:  # e.g. a packed sequence that drew no 2-hop question
+            return QuestionBatch(*(np.empty(0, dtype=np.int64) for _ in range(3)))
         if category == "complete_two_hop":
             p, r, a = self.decode(self.complete_two_hop[rng.integers(0, len(self.complete_two_hop), size=num)])
             return QuestionBatch(p, r, a)

@@ -1,0 +1,248 @@
+"""Settings of the knowledge-capacity chapters (05 capacity sweep, 06 multi-hop probes).
+
+One frozen dataclass, :class:`CapacityConfig`, holds the world (spec §2.1-2.3), the QA text (§2.4), the model
+grid (§3.6), training (§4), evaluation (§2.5, §3.1), the capacity scheme (§3.2-3.5) and the probes (§3.7).
+``PRESETS`` are the capacity sweeps of chapter 05, ``MULTIHOP_PRESETS`` the single 1-hop + 2-hop model of
+chapter 06: ``smoke`` (seconds, CI), ``tiny`` (spec §9, 2 CPU cores, minutes), ``paper`` (spec §4/§6, GPU).
+
+Deliberate differences from the reference: AdamW from the shared loop (the reference uses Schedule-Free AdamW
+under µP), a plain Llama (no µP), and at tiny scale a 600-token BPE and QAs packed 8 to a sequence.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from transformers import LlamaConfig
+
+from ..config import check_choice, check_positive, check_range, from_preset
+from ..probes import POOLS
+from ..train import SCHEDULES, TrainConfig
+from .entropy import SCHEMES, SELECTIONS, SUPPORTS
+from .pools import SOURCES, default_pools, ValuePools
+from .profiles import ATTRIBUTES, RELATION_COUNTS, ProfileConfig
+from .sizing import HEAD_DIM, SIZING_MODES, llama_config, llama_config_for_budget
+
+# 'width': model_sizes are hidden sizes (intermediate 4d); 'reference'/'exact': parameter budgets (sizing.py).
+SIZINGS = ("width", *SIZING_MODES)
+# Fields that shape the world (profiles, tokenizer, held-out split): they name its folder.
+WORLD_FIELDS = ("num_people", "num_relations", "pools", "num_years", "vocab_size", "tokenizer_texts",
+                "heldout_fraction", "specific_fraction")
+# Fields read only after training: changing them re-evaluates a saved model instead of retraining it.
+EVAL_FIELDS = ("eval_people", "eval_per_mode", "scheme", "selection", "support", "converge_tolerance",
+               "probe_rows", "probe_penalties", "probe_max_iter", "probe_pool")
+
+
+@dataclass(frozen=True)
+class CapacityConfig:
+    """World, text, model grid, training, evaluation, capacity scheme and probes of one run."""
+
+    # world (spec §2.1-2.3): N people, 4 or 17 relations, offline pools, birth years (dates: years x 12 x 28)
+    num_people: int = 300
+    num_relations: int = 4
+    pools: str = "synthetic"  # 'synthetic' (spec §9 sizes) or 'faker'
+    num_years: int = 1
+    # text (§2.4): tokenizer, hop mix (weights hop_ratio**-i over orders), packing
+    vocab_size: int = 600
+    tokenizer_texts: int = 20_000
+    orders: tuple[int, ...] = (1,)
+    hop_ratio: float = 0.1
+    qas_per_sequence: int = 8
+    max_seq_len: int = 512
+    # models (§3.6): one model per entry of model_sizes
+    sizing: str = "width"
+    model_sizes: tuple[int, ...] = (32, 48, 64, 96)
+    num_hidden_layers: int = 2
+    # training (§4); batch_size counts sequences per optimizer step over all processes
+    max_steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-2
+    lr_base_width: int | None = 32  # lr is for this hidden size; width d gets lr * lr_base_width / d (None: same lr)
+    weight_decay: float = 0.1
+    warmup_steps: int = 50
+    schedule: str = "wsd"  # warm-up, constant, linear decay over the last 20%: a constant run with a settled end
+    # evaluation (§2.5, §3.1): 1-hop losses over every subject of eval_people people (None: all N people)
+    eval_people: int | None = None
+    eval_per_mode: int = 400  # questions per 2-hop eval mode
+    heldout_fraction: float = 0.1
+    specific_fraction: float = 0.02
+    # capacity (§3.2-3.5) and the convergence rule (training.loss_slope)
+    scheme: str = "optimal"
+    selection: str = "optimal"
+    support: str = "generating"
+    converge_tolerance: float = 0.05
+    # probes (§3.7): rows (2-hop questions), L2 candidates (one value skips cross-validation), pooling per group
+    probe_rows: int = 2000
+    probe_penalties: tuple[float, ...] = (1e-3,)
+    probe_max_iter: int = 200
+    probe_pool: str = "last"
+
+    def __post_init__(self):
+        for name in ("num_people", "num_years", "vocab_size", "tokenizer_texts", "qas_per_sequence", "max_seq_len",
+                     "num_hidden_layers", "max_steps", "batch_size", "lr", "eval_per_mode", "probe_rows",
+                     "probe_max_iter", "hop_ratio", "converge_tolerance"):
+            check_positive(name, getattr(self, name))
+        check_positive("warmup_steps", self.warmup_steps, allow_zero=True)
+        if self.lr_base_width is not None:
+            check_positive("lr_base_width", self.lr_base_width)
+        check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        check_choice("num_relations", self.num_relations, RELATION_COUNTS)
+        check_choice("pools", self.pools, SOURCES)
+        check_choice("sizing", self.sizing, SIZINGS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("scheme", self.scheme, SCHEMES)
+        check_choice("selection", self.selection, SELECTIONS)
+        check_choice("support", self.support, SUPPORTS)
+        check_choice("probe_pool", self.probe_pool, POOLS)
+        check_range("heldout_fraction", self.heldout_fraction, 0.0, 1.0)
+        check_range("specific_fraction", self.specific_fraction, 0.0, 1.0)
+        object.__setattr__(self, "orders", tuple(self.orders))
+        object.__setattr__(self, "model_sizes", tuple(self.model_sizes))
+        object.__setattr__(self, "probe_penalties", tuple(float(p) for p in self.probe_penalties))
+        if not self.orders or any(o not in (1, 2) for o in self.orders) or len(set(self.orders)) != len(self.orders):
+            raise ValueError(f"orders={self.orders!r} must be distinct hop counts from (1, 2), e.g. (1,) or (1, 2)")
+        if not self.model_sizes or min(self.model_sizes) <= 0:
+            raise ValueError(f"model_sizes={self.model_sizes!r} must be a non-empty tuple of positive sizes")
+        if self.sizing == "width" and any(d % HEAD_DIM for d in self.model_sizes):
+            raise ValueError(f"sizing='width' needs model_sizes that are multiples of {HEAD_DIM}; "
+                             f"got {self.model_sizes}")
+        if self.eval_people is not None and not 0 < self.eval_people <= self.num_people:
+            raise ValueError(f"eval_people={self.eval_people} must lie in [1, num_people={self.num_people}] or be None")
+        if self.warmup_steps >= self.max_steps:
+            raise ValueError(f"warmup_steps={self.warmup_steps} must be below max_steps={self.max_steps}")
+        if not self.probe_penalties or min(self.probe_penalties) < 0:
+            raise ValueError(f"probe_penalties={self.probe_penalties} must be a non-empty tuple of values >= 0")
+
+    # ---------------------------------------------------------------- derived quantities
+    @property
+    def num_subjects(self) -> int:
+        """|S| = 4 attributes + R relations."""
+        return len(ATTRIBUTES) + self.num_relations
+
+    @property
+    def one_hop_fraction(self) -> float:
+        """P(1-hop) of a training question under the hop weights hop_ratio**-i (spec §2.4)."""
+        if 1 not in self.orders:
+            return 0.0
+        weights = [self.hop_ratio ** -i for i in range(len(self.orders))]
+        return weights[self.orders.index(1)] / sum(weights)
+
+    @property
+    def exposures_per_fact(self) -> float:
+        """How often training shows each 1-hop fact, on average: steps x QAs per step x P(1-hop) / (N·S)."""
+        qas = self.max_steps * self.batch_size * self.qas_per_sequence
+        return qas * self.one_hop_fraction / (self.num_people * self.num_subjects)
+
+    def profile_config(self) -> ProfileConfig:
+        return ProfileConfig(self.num_people, self.num_relations, num_years=self.num_years)
+
+    def value_pools(self) -> ValuePools:
+        return default_pools(self.pools)
+
+    def check_size(self, size: int) -> None:
+        """Raise ``ValueError`` unless ``size`` indexes ``model_sizes``."""
+        if not isinstance(size, int) or not 0 <= size < len(self.model_sizes):
+            raise ValueError(f"size={size!r} is out of range: this preset has {len(self.model_sizes)} model sizes "
+                             f"{self.model_sizes}, so size must be an index in 0..{len(self.model_sizes) - 1}")
+
+    def size_label(self, size: int) -> str:
+        """Folder-safe name of model ``size``: ``d64-L2`` (widths) or ``P1000000-L4`` (budgets)."""
+        self.check_size(size)
+        prefix = "d" if self.sizing == "width" else "P"
+        return f"{prefix}{self.model_sizes[size]}-L{self.num_hidden_layers}"
+
+    def model_config(self, size: int, tokenizer) -> LlamaConfig:
+        """The Llama of grid entry ``size`` for ``tokenizer``'s vocabulary and special ids (spec §3.6)."""
+        self.check_size(size)
+        value = self.model_sizes[size]
+        if self.sizing == "width":
+            special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+                       "pad_token_id": tokenizer.pad_token_id}
+            return llama_config(len(tokenizer), value, self.num_hidden_layers, special_ids=special)
+        return llama_config_for_budget(value, self.num_hidden_layers, mode=self.sizing, tokenizer=tokenizer)
+
+    def lr_for(self, hidden_size: int) -> float:
+        """Peak learning rate of a model of width ``hidden_size``: Adam's 1/width rule (as µP applies it to matrix
+        parameters, here to all), so every width trains near its own best rate."""
+        return self.lr if self.lr_base_width is None else self.lr * self.lr_base_width / hidden_size
+
+    @property
+    def stable_steps(self) -> int:
+        """Steps before the learning rate starts to decay (where the convergence rule reads the loss)."""
+        if self.schedule == "wsd":
+            return int(self.max_steps * (1 - TrainConfig.decay_fraction))
+        return self.max_steps
+
+    def train_config(self, seed: int, device: str, world_size: int = 1, hidden_size: int | None = None) -> TrainConfig:
+        """Settings of the shared loop for a model of ``hidden_size``; the global batch is split over processes."""
+        if self.batch_size % world_size:
+            raise ValueError(f"batch_size={self.batch_size} must be divisible by the {world_size} processes")
+        return TrainConfig(
+            max_steps=self.max_steps, batch_size=self.batch_size // world_size,
+            lr=self.lr if hidden_size is None else self.lr_for(hidden_size),
+            weight_decay=self.weight_decay, warmup_steps=self.warmup_steps, schedule=self.schedule,
+            max_grad_norm=1.0, seed=seed, device=device, log_every=max(1, min(25, self.max_steps // 40)),
+            checkpoint_every=max(100, self.max_steps // 10),
+        )
+
+    def subset(self, names) -> dict:
+        """The values of the named fields (JSON-ready)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in names}
+
+
+PRESETS = {
+    "smoke": CapacityConfig(num_people=40, vocab_size=320, tokenizer_texts=2000, model_sizes=(16, 32),
+                            num_hidden_layers=1, qas_per_sequence=4, max_steps=30, batch_size=8, lr=1e-2,
+                            lr_base_width=None, warmup_steps=3, eval_per_mode=32, probe_rows=120, probe_max_iter=30),
+    # Spec §9: N = 300, r4, synthetic pools, one year of dates (E₁ ≈ 1.8e4 bits), Llama L = 2 with d in
+    # {32, 48, 64, 96} (71k-411k parameters with the 600-token BPE), 1,000 steps x 256 QAs = 107 exposures per
+    # 1-hop fact, lr 1e-2 at d = 32 scaled by 32/d (the best rate of each width in 125-step trials).
+    # Expected time of the whole sweep: ≈ 15 minutes on one thread (≈ 10 expected on 2 idle cores). Estimated
+    # from 24-step runs of this preset and 12-step runs of benchmarks/bench_capacity.py (one thread, another
+    # training job on the machine): ≈ 32k, 26k, 19k, 13k tokens/s for d = 32, 48, 64, 96 at 4,470 tokens per
+    # step, i.e. 0.89 s per step of all four sizes, plus ≈ 5 s of evaluation per size.
+    "tiny": CapacityConfig(),
+    # Spec §4/§6: N = 10k, r17, faker pools, dates over 200 years, the 3,000-token BPE, reference sizing at
+    # 4 layers for budgets 5e5..1e7, batch 32 x 34 QAs in 512 tokens, lr 1e-3, wd 0.1, 1,000 warm-up steps,
+    # constant rate, 1e7 steps (the reference's "models seem to converge in 1E7 steps").
+    "paper": CapacityConfig(num_people=10_000, num_relations=17, pools="faker", num_years=200, vocab_size=3000,
+                            tokenizer_texts=100_000, qas_per_sequence=34, sizing="reference",
+                            model_sizes=(500_000, 1_000_000, 2_000_000, 5_000_000, 10_000_000), num_hidden_layers=4,
+                            max_steps=10_000_000, batch_size=32, lr=1e-3, lr_base_width=None, weight_decay=0.1,
+                            warmup_steps=1000, schedule="constant", eval_people=1000, eval_per_mode=1000),
+}
+
+MULTIHOP_PRESETS = {
+    "smoke": CapacityConfig(num_people=40, vocab_size=320, tokenizer_texts=2000, orders=(1, 2), hop_ratio=0.5,
+                            model_sizes=(32,), num_hidden_layers=2, qas_per_sequence=4, max_steps=30, batch_size=8,
+                            lr=1e-2, lr_base_width=None, warmup_steps=3, eval_per_mode=32, probe_rows=160,
+                            probe_max_iter=30),
+    # Spec §9 demo: N = 200, r4, a 4-layer d = 64 Llama (340k parameters) on 1-hop + 2-hop. hop_ratio 1.0
+    # (P(1-hop) = 1/2) instead of the reference's 0.1, so that in 1,400 steps x 256 QAs the 1-hop facts the
+    # bridge depends on get 112 exposures and each 2-hop training tuple ≈ 47. Expected time: ≈ 10 minutes on
+    # one thread (≈ 7 expected on 2 idle cores): 0.35-0.41 s/step measured over 24 steps of this preset (4,760
+    # tokens per step), so 8-9.5 minutes of training, plus ≈ 1 minute of probes (measured on the untrained
+    # model: 2,000 rows, 5 hidden states x 4 token groups, both targets, then the bridge control).
+    "tiny": CapacityConfig(num_people=200, orders=(1, 2), hop_ratio=1.0, model_sizes=(64,), num_hidden_layers=4,
+                           max_steps=1400, batch_size=32, eval_per_mode=400, probe_rows=2000, probe_max_iter=100),
+    # The reference's 2-hop runs: N = 10k, r17, P = 1e7 at 4 layers, hop_ratio 0.1 (P(1-hop) = 1/11).
+    "paper": CapacityConfig(num_people=10_000, num_relations=17, pools="faker", num_years=200, vocab_size=3000,
+                            tokenizer_texts=100_000, orders=(1, 2), hop_ratio=0.1, qas_per_sequence=34,
+                            sizing="reference", model_sizes=(10_000_000,), num_hidden_layers=4, max_steps=10_000_000,
+                            batch_size=32, lr=1e-3, lr_base_width=None, weight_decay=0.1, warmup_steps=1000,
+                            schedule="constant", eval_people=1000, eval_per_mode=1000, probe_rows=100_000,
+                            probe_penalties=(0.0, 1e-8, 1e-6, 1e-4), probe_max_iter=1000),
+}
+
+
+def get_config(preset: str, **overrides) -> CapacityConfig:
+    """The chapter-05 sweep preset with ``overrides`` applied (a wrong name or value raises, naming it)."""
+    return from_preset(PRESETS, preset, **overrides)
+
+
+def get_multihop_config(preset: str, **overrides) -> CapacityConfig:
+    """The chapter-06 1-hop + 2-hop preset with ``overrides`` applied."""
+    return from_preset(MULTIHOP_PRESETS, preset, **overrides)
+
+
+__all__ = ["CapacityConfig", "EVAL_FIELDS", "MULTIHOP_PRESETS", "PRESETS", "SIZINGS", "WORLD_FIELDS", "get_config",
+           "get_multihop_config"]
