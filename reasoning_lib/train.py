@@ -197,7 +197,10 @@ def train(
     if log_path and ctx.is_main:  # drop log lines past the checkpoint we resumed from
         log_path.write_text("".join(json.dumps(r) + "\n" for r in history))
 
-    wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if ctx.enabled else model
+    # A model whose loss never reaches some parameters (the implicit-CoT emulator's last block) says so.
+    unused = getattr(model, "has_unused_parameters", False)
+    wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      find_unused_parameters=unused) if ctx.enabled else model
     sampler = BatchSampler(len(dataset), config.batch_size, config.seed, ctx)
     use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
     model.train()

@@ -17,11 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXPECTED_METRICS = {
     "01_multiplication_baselines": ["no_cot.accuracy", "no_cot.throughput", "explicit_cot.accuracy", "explicit_cot.throughput"],
+    "02_implicit_cot": ["no_cot.accuracy", "no_cot.throughput", "explicit_cot.accuracy", "explicit_cot.throughput",
+                        "implicit_cot.accuracy", "implicit_cot.throughput"],
     "03_discrete_diffusion": ["elbo_perplexity", "train_loss_final", "sample_steps_per_second", "nfe"],
     "04_diffusion_of_thoughts": ["dot.accuracy", "dot.throughput", "dot_mp.accuracy", "dot_mp.throughput"],
     "07_causal_distillation": ["teacher.accuracy", "kd.accuracy", "diito.accuracy", "kd.iia", "diito.iia"],
 }
 NESTED_METRICS = {"07_causal_distillation": ["accuracy_vs_train_size"]}  # {method: {size: accuracy}}
+PER_LAYER = {"02_implicit_cot": "emulator.state_mse_per_layer"}  # one value >= 0 per layer
 CURVES = {"04_diffusion_of_thoughts": {"accuracy_vs_steps": dict, "self_consistency.accuracy_at_k": list}}
 
 
@@ -64,6 +67,9 @@ def test_chapter_runs_at_smoke_preset_and_writes_metrics(smoke_book, path):
         assert isinstance(metrics.get(key), kind) and metrics[key], f"metrics.json of {path.stem} lacks {key!r}"
         values = metrics[key].values() if kind is dict else metrics[key]
         assert all(0 <= v <= 1 for v in values)
+    if path.stem in PER_LAYER:
+        values = metrics.get(PER_LAYER[path.stem])
+        assert isinstance(values, list) and values and all(v >= 0 for v in values), f"bad {PER_LAYER[path.stem]}: {values}"
 
 
 @pytest.fixture(scope="session")

@@ -55,3 +55,17 @@ def test_dot_trainer_runs_under_torchrun(tmp_path):
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     assert "dot_mp: trained 20 steps" in run.stdout
     assert (tmp_path / "dot_mp" / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_implicit_cot_stages_run_under_torchrun(tmp_path):
+    teacher = subprocess.run([sys.executable, "-m", "reasoning_lib.baselines", "--preset", "smoke", "--method", "explicit_cot",
+                              "--output-dir", str(tmp_path / "01")], capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert teacher.returncode == 0, teacher.stderr[-4000:]
+    for stage in ("student", "emulator", "coupled"):  # the emulator's last block feeds no loss: DDP must cope
+        run = torchrun("-m", "reasoning_lib.implicit_cot", "--preset", "smoke", "--stage", stage,
+                       "--baseline-dir", str(tmp_path / "01"), "--output-dir", str(tmp_path / "02"))
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+        assert f"{stage}: trained 8 steps" in run.stdout
+    assert (tmp_path / "02" / "coupled" / "final" / "student" / "modules.safetensors").is_file()

@@ -169,3 +169,7 @@ def test_presets_switch_task_and_model_and_validate():
         get_config("tiny", delta="fast")
     with pytest.raises(ValueError, match="preset='huge'"):
         get_config("huge")
+    gsm8k = get_config("paper", task="gsm8k", train_file="train.txt")
+    assert gsm8k.mixture_size == 50257, "GSM8K uses one mixture component per GPT-2 token (spec 3.5)"
+    assert (gsm8k.baseline.num_epochs, gsm8k.baseline.num_test, gsm8k.baseline.train_file) == (15, 1319, "train.txt")
+    assert get_config("paper").mixture_size == 1

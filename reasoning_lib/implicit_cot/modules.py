@@ -79,6 +79,8 @@ class EmulatorOutput:
 class ThoughtEmulator(_FrozenDropout):
     """GPT-2 + predictors f_l (2H → 4H → H), a mixture table W (M × H), an LSTM and layer attention."""
 
+    has_unused_parameters = True  # the last block's output (and ln_f) feed no prediction: DDP must not wait for them
+
     def __init__(self, lm: nn.Module, mixture_size: int = 1, softmax_temperature: float = 0.05):
         super().__init__()
         if mixture_size < 1:
@@ -156,6 +158,8 @@ def mixture_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 class ImplicitCoT(nn.Module):
     """Emulator + student, coupled: the student reads the emulator's predictions (spec §3.6)."""
+
+    has_unused_parameters = True  # the emulator's
 
     def __init__(self, emulator: ThoughtEmulator, student: MindReadingStudent, fix_emulator: bool = False):
         super().__init__()
