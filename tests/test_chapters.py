@@ -24,6 +24,7 @@ EXPECTED_METRICS = {
     "07_causal_distillation": ["teacher.accuracy", "kd.accuracy", "diito.accuracy", "kd.iia", "diito.iia"],
 }
 NESTED_METRICS = {"07_causal_distillation": ["accuracy_vs_train_size"]}  # {method: {size: accuracy}}
+GRIDS = {"06_probing_multihop": {"probe_accuracy": list, "model_accuracy": dict}}  # layer x position, per split
 PER_LAYER = {"02_implicit_cot": "emulator.state_mse_per_layer"}  # one value >= 0 per layer
 CURVES = {"04_diffusion_of_thoughts": {"accuracy_vs_steps": dict, "self_consistency.accuracy_at_k": list}}
 
@@ -67,6 +68,11 @@ def test_chapter_runs_at_smoke_preset_and_writes_metrics(smoke_book, path):
         assert isinstance(metrics.get(key), kind) and metrics[key], f"metrics.json of {path.stem} lacks {key!r}"
         values = metrics[key].values() if kind is dict else metrics[key]
         assert all(0 <= v <= 1 for v in values)
+    for key, kind in GRIDS.get(path.stem, {}).items():
+        values = metrics.get(key)
+        assert isinstance(values, kind) and values, f"metrics.json of {path.stem} lacks {key!r}"
+        cells = [v for row in values for v in row] if kind is list else list(values.values())
+        assert cells and all(0 <= v <= 1 for v in cells), f"{key} of {path.stem} holds values outside [0, 1]"
     if path.stem in PER_LAYER:
         values = metrics.get(PER_LAYER[path.stem])
         assert isinstance(values, list) and values and all(v >= 0 for v in values), f"bad {PER_LAYER[path.stem]}: {values}"
