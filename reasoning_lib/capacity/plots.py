@@ -88,6 +88,8 @@ def split_losses(per_model: Mapping[str, Mapping[str, Mapping]], title: str = "A
     unit = "bits per answer" if metric == "loss_bits" else "exact-match accuracy"
     fig.update_layout(title=title, barmode="group", xaxis_title="eval split (hatched: 2-hop)", yaxis_title=unit,
                       height=420)
+    if metric == "accuracy":  # an all-zero split would otherwise autoscale to [-1, 1]
+        fig.update_yaxes(range=[0, 1])
     return fig
 
 
