@@ -18,13 +18,18 @@ from .questions import IGNORE_INDEX, QAEncoder, collate_qa
 from .splits import QuestionBatch
 
 
-def answer_nats(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(B,) summed cross-entropy in nats of the labelled tokens of each row; ids and labels are (B, T)."""
+def _answer_nats_and_hits(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor):
+    """(B,) summed answer cross-entropy in nats and (B,) whether every answer token is the top prediction."""
     logits = model(input_ids=input_ids).logits[:, :-1].float()  # (B, T-1, V): position t predicts t+1
     targets = labels[:, 1:]  # (B, T-1)
-    token_nats = torch.nn.functional.cross_entropy(
-        logits.transpose(1, 2), targets.clamp_min(0), reduction="none")  # (B, T-1)
-    return (token_nats * (targets != IGNORE_INDEX)).sum(1)
+    answer = targets != IGNORE_INDEX
+    token_nats = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets.clamp_min(0), reduction="none")
+    return (token_nats * answer).sum(1), ((logits.argmax(-1) == targets) | ~answer).all(1)
+
+
+def answer_nats(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B,) summed cross-entropy in nats of the labelled tokens of each row; ids and labels are (B, T)."""
+    return _answer_nats_and_hits(model, input_ids, labels)[0]
 
 
 def _device(model: torch.nn.Module, device) -> torch.device:
@@ -32,17 +37,28 @@ def _device(model: torch.nn.Module, device) -> torch.device:
 
 
 @torch.no_grad()
+def answer_scores(model: torch.nn.Module, encoder: QAEncoder, questions: QuestionBatch, batch_size: int = 256,
+                  device=None) -> tuple[np.ndarray, np.ndarray]:
+    """(Q,) answer loss in **bits** and (Q,) whether greedy decoding reproduces the whole answer (one QA per row)."""
+    was_training, device = model.training, _device(model, device)
+    model.eval()
+    nats, hits = [], []
+    for start in range(0, len(questions), batch_size):
+        ids, labels = encoder.rows(questions[start:start + batch_size])
+        batch_nats, batch_hits = _answer_nats_and_hits(model, torch.from_numpy(ids).to(device),
+                                                       torch.from_numpy(labels).to(device))
+        nats.append(batch_nats.cpu())
+        hits.append(batch_hits.cpu())
+    model.train(was_training)
+    if not nats:
+        return np.empty(0), np.empty(0, dtype=bool)
+    return nats_to_bits(torch.cat(nats).double().numpy()), torch.cat(hits).numpy()
+
+
 def question_losses(model: torch.nn.Module, encoder: QAEncoder, questions: QuestionBatch, batch_size: int = 256,
                     device=None) -> np.ndarray:
     """(Q,) answer loss in **bits** of each question, evaluated in batches of one QA per row."""
-    was_training, device = model.training, _device(model, device)
-    model.eval()
-    out = []
-    for start in range(0, len(questions), batch_size):
-        ids, labels = encoder.rows(questions[start:start + batch_size])
-        out.append(answer_nats(model, torch.from_numpy(ids).to(device), torch.from_numpy(labels).to(device)).cpu())
-    model.train(was_training)
-    return nats_to_bits(torch.cat(out).double().numpy()) if out else np.empty(0)
+    return answer_scores(model, encoder, questions, batch_size, device)[0]
 
 
 @torch.no_grad()
@@ -82,4 +98,4 @@ def subject_losses(model: torch.nn.Module, encoder: QAEncoder, questions: Questi
     return mean_loss_by_subject(encoder.profiles, questions, losses)
 
 
-__all__ = ["answer_nats", "mean_loss_by_subject", "question_losses", "subject_losses", "text_question_losses"]
+__all__ = ["answer_nats", "answer_scores", "mean_loss_by_subject", "question_losses", "subject_losses", "text_question_losses"]

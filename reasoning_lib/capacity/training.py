@@ -34,10 +34,10 @@ from ..chapter import write_metrics
 from ..runtime import launch_info, resolve_device
 from ..train import finished_run, mark_finished, read_log, train
 from .entropy import capacity_from_losses, capacity_from_mean_loss, entropy_budget
-from .losses import mean_loss_by_subject
+from .losses import answer_scores, mean_loss_by_subject
 from .presets import EVAL_FIELDS, WORLD_FIELDS, CapacityConfig
 from .profiles import Profiles, generate_profiles
-from .questions import IGNORE_INDEX, QADataset, QAEncoder, QuestionSampler
+from .questions import QADataset, QAEncoder, QuestionSampler
 from .sizing import build_llama, config_parameter_count
 from .splits import EVAL_MODES, QuestionBatch, TwoHopSplit, eval_questions, one_hop_questions
 from .tokenizer import build_qa_tokenizer
@@ -107,28 +107,6 @@ def prepare_world(config: CapacityConfig, output_dir: str | os.PathLike, seed: i
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder / "tokenizer"))
     split = TwoHopSplit.from_dict(json.loads((folder / "split.json").read_text()), profiles.relations)
     return World(profiles, tokenizer, split, folder)
-
-
-@torch.no_grad()
-def answer_scores(model: torch.nn.Module, encoder: QAEncoder, questions: QuestionBatch, batch_size: int = 256,
-                  device=None) -> tuple[np.ndarray, np.ndarray]:
-    """(Q,) answer loss in bits and (Q,) whether greedy decoding reproduces the whole answer (one QA per row)."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    bits, correct = [], []
-    for start in range(0, len(questions), batch_size):
-        ids, labels = (torch.from_numpy(a).to(device) for a in encoder.rows(questions[start:start + batch_size]))
-        logits = model(input_ids=ids).logits[:, :-1].float()  # (B, T-1, V): position t predicts t+1
-        targets = labels[:, 1:]  # (B, T-1)
-        answer = targets != IGNORE_INDEX
-        nats = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets.clamp_min(0), reduction="none")
-        bits.append(((nats * answer).sum(1) / math.log(2)).double().cpu())
-        correct.append(((logits.argmax(-1) == targets) | ~answer).all(1).cpu())
-    model.train(was_training)
-    if not bits:
-        return np.empty(0), np.empty(0, dtype=bool)
-    return torch.cat(bits).numpy(), torch.cat(correct).numpy()
 
 
 def evaluate_splits(model: torch.nn.Module, world: World, num_per_mode: int, seed: int = 0,
