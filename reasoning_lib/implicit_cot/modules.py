@@ -159,7 +159,7 @@ def mixture_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 class ImplicitCoT(nn.Module):
     """Emulator + student, coupled: the student reads the emulator's predictions (spec §3.6)."""
 
-    has_unused_parameters = True  # the emulator's
+    has_unused_parameters = True  # the emulator's last block and ln_f feed no loss
 
     def __init__(self, emulator: ThoughtEmulator, student: MindReadingStudent, fix_emulator: bool = False):
         super().__init__()
