@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install book book-clean test test-fast check-site chromium gpu bench clean
+.PHONY: install book book-clean test test-fast check-site chromium gpu bench paper clean
 
 install: $(STAMP)
 
@@ -44,12 +44,20 @@ chromium:
 	  { if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); \
 	    else echo "chromium is missing: run 'sudo apt-get install -y chromium' for the browser checks"; fi; }
 
+# Every chapter at its paper preset, in book order (a GPU box with internet: the presets load hub models/data).
+paper: install
+	mkdir -p _build/paper
+	for nb in notebooks/[0-9]*.ipynb; do \
+	  HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 $(BIN)/papermill $$nb _build/paper/$$(basename $$nb) -p preset paper || exit 1; \
+	done
+
 # flash-attn for CUDA machines (built against the installed CUDA torch).
 gpu: install
 	$(BIN)/python -m pip install --no-build-isolation -e ".[gpu]"
 
+# Every benchmarks/bench_*.py; writes the generated section of benchmarks/RESULTS.md (BENCH_ARGS=--quick: seconds each).
 bench: install
-	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf _build

@@ -1,8 +1,10 @@
 """Training tokens/s and generation examples/s of chapter 1's tiny models on this machine.
 
-Usage: ``python benchmarks/bench_train.py [--steps 60] [--examples 200]``. Generation uses the trained models
-in ``outputs/01_multiplication_baselines`` (trained there first if missing, as the chapter would), so the
-generated lengths are the real ones. Prints one table; copy it into benchmarks/RESULTS.md with the machine.
+Usage: ``python benchmarks/bench_train.py [--steps 60] [--examples 200] [--quick]``. Generation uses the trained
+models in ``outputs/01_multiplication_baselines`` (trained there first if missing, as the chapter would), so the
+generated lengths are the real ones. ``--quick`` (seconds, for ``run_all.py --quick``) uses the ``smoke`` preset
+instead, trained in a temporary folder, 5 steps and 16 problems: it checks the script, not the speed.
+Prints one table; copy it into benchmarks/RESULTS.md with the machine.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import argparse
 import platform
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -41,9 +44,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--examples", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="smoke preset in a temporary folder, 5 steps, 16 problems")
     args = parser.parse_args()
-    config = baselines.get_config("tiny")
-    out = resolve_output_dir("outputs/01_multiplication_baselines")
+    if args.quick:
+        args.steps, args.examples = 5, 16
+        config = baselines.get_config("smoke")
+        scratch = tempfile.TemporaryDirectory(prefix="bench_train_")  # removed when the script exits
+        out = Path(scratch.name)
+    else:
+        config = baselines.get_config("tiny")
+        out = resolve_output_dir("outputs/01_multiplication_baselines")
     splits = baselines.prepare_data(config, seed=0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, device {device}, torch {torch.__version__}")

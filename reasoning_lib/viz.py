@@ -34,10 +34,12 @@ pio.templates.default = "plotly_white"
 METHOD_COLORS = {
     "no_cot": "#636EFA", "explicit_cot": "#EF553B", "implicit_cot": "#00CC96", "dot": "#AB63FA", "dot_mp": "#FFA15A",
     "teacher": "#7F7F7F", "kd": "#636EFA", "diito": "#EF553B", "answer_only": "#19D3F3",
+    "dot_sc": "#7A3FC4", "dot_mp_sc": "#C46A1F",
 }
 METHOD_LABELS = {
     "no_cot": "No CoT", "explicit_cot": "Explicit CoT", "implicit_cot": "Implicit CoT", "dot": "DoT", "dot_mp": "DoT-MP",
     "teacher": "Teacher", "kd": "KD student", "diito": "DIITO student", "answer_only": "Diffusion, answer only",
+    "dot_sc": "DoT + self-consistency", "dot_mp_sc": "DoT-MP + self-consistency",
 }
 
 

@@ -69,3 +69,19 @@ def test_implicit_cot_stages_run_under_torchrun(tmp_path):
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
         assert f"{stage}: trained 8 steps" in run.stdout
     assert (tmp_path / "02" / "coupled" / "final" / "student" / "modules.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_baseline_trainer_runs_under_torchrun(tmp_path):
+    run = torchrun("-m", "reasoning_lib.baselines", "--preset", "smoke", "--method", "no_cot", "--output-dir", str(tmp_path))
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    assert "no_cot: accuracy" in run.stdout
+    assert (tmp_path / "no_cot" / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_capacity_trainer_runs_under_torchrun(tmp_path):
+    run = torchrun("-m", "reasoning_lib.capacity", "--preset", "smoke", "--size", "0", "--output-dir", str(tmp_path))
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    assert "30 steps" in run.stdout and "bits/param" in run.stdout
+    assert list(tmp_path.glob("size-*/model/model.safetensors"))

@@ -1,0 +1,113 @@
+"""One measurement for every method: the same test problems, the same answer scoring, the same clocks.
+
+``measure`` times a method's ``answer`` function at batch size 1 (the papers' protocol; the first problem is
+a warm-up) and over the whole test set in batches, and scores each answer with ``answer_correct``.
+``run_one`` trains or reloads one (method, task) and writes its ``metrics.json``; ``collect`` reads them back.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from .. import baselines
+from ..chapter import read_metrics, resolve_output_dir, write_metrics
+from ..data.examples import Example
+from ..dot.answers import answers_match, extract_answer
+from ..runtime import resolve_device, seed_everything
+from .methods import (TrainedMethod, adopt_runs, autoregressive_config, data_files, diffusion_config,
+                      train_autoregressive, train_diffusion)
+from .presets import METHODS, FrontierConfig, get_config
+
+
+def answer_correct(predicted: str | None, gold: str) -> bool:
+    """Exact match of the whitespace-normalised answer (every digit of a product), else equal numeric value
+    (GSM8K's ``1,000`` and ``1000``); None (no answer written) is wrong."""
+    if predicted is None:
+        return False
+    if " ".join(predicted.split()) == " ".join(gold.split()):
+        return True
+    return " " not in gold.strip() and answers_match(predicted, gold)
+
+
+def _clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def measure(trained: TrainedMethod, test: list[Example], batch_size: int, throughput_examples: int,
+            device: str | torch.device = "cpu") -> dict:
+    """Accuracy over ``test`` (batched) and examples/s at batch size 1 and batched; the clocks cover answering
+    and scoring, with the device synchronised before each read."""
+    if len(test) < 2:
+        raise ValueError("measure() needs at least 2 test problems (the first batch-1 problem is a warm-up)")
+    device = torch.device(device)
+    golds = [extract_answer(e.answer) for e in test]
+    correct, started = [], _clock(device)
+    for start in range(0, len(test), batch_size):
+        answers = trained.answer(test[start:start + batch_size])
+        correct += [answer_correct(a, g) for a, g in zip(answers, golds[start:start + batch_size], strict=True)]
+    batched_seconds = _clock(device) - started
+    timed = test[: min(throughput_examples, len(test))]
+    trained.answer(timed[:1])  # warm-up
+    started = _clock(device)
+    for example, gold in zip(timed[1:], golds[1:len(timed)]):
+        answer_correct(trained.answer([example])[0], gold)
+    single_seconds = _clock(device) - started
+    return {"accuracy": sum(correct) / len(correct), "examples_per_s": (len(timed) - 1) / single_seconds,
+            "examples_per_s_batched": len(test) / batched_seconds, "num_test": len(test), "batch_size": batch_size}
+
+
+def shared_split(preset: str, task: str, seed: int, files: dict) -> tuple[object, list[Example]]:
+    """(chapter 2's config, its split): the split whose test problems every method is measured on."""
+    config = autoregressive_config(preset, task, files)
+    return config, baselines.prepare_data(config.baseline, seed)
+
+
+def run_one(method: str, task: str, preset: str = "tiny", output_dir: str | Path = "outputs/08_reasoning_frontier",
+            seed: int = 0, device: str = "auto", reuse_dirs: tuple[str, ...] = (), train_file: str | None = None,
+            valid_file: str | None = None, test_file: str | None = None) -> dict:
+    """Train (or reload) ``method`` on ``task`` with the chapters' ``preset`` settings, measure it, and write
+    ``<output_dir>/results/<task>/<method>/metrics.json``. ``reuse_dirs``: chapter output folders whose finished
+    runs are copied in when their metrics say the same preset and task."""
+    frontier = get_config(preset)
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}: expected one of {list(METHODS)}")
+    out = resolve_output_dir(output_dir)
+    runs_dir = out / "runs" / task
+    files = data_files(task, train_file, valid_file, test_file)
+    seed_everything(seed)
+    config, splits = shared_split(frontier.method_preset, task, seed, files)
+    adopted = adopt_runs(runs_dir, method, [resolve_output_dir(d) for d in reuse_dirs], frontier.method_preset, task)
+    if METHODS[method] in ("dot", "dot_mp"):
+        diffusion = diffusion_config(frontier.method_preset, task, files, len(splits.train), len(splits.test))
+        trained = train_diffusion(method, diffusion, splits.test, runs_dir, seed, device, frontier.sc_samples)
+    else:
+        trained = train_autoregressive(method, config, splits, runs_dir, seed, device)
+    seed_everything(seed)
+    with torch.no_grad():
+        result = measure(trained, splits.test, frontier.eval_batch_size, frontier.throughput_examples, resolve_device(device))
+    metrics = {"method": method, "task": task, "preset": preset, **result, "parameters": trained.parameters,
+               "train_sequences": trained.train_sequences, "adopted_runs": adopted,
+               "sc_samples": frontier.sc_samples if method.endswith("_sc") else 1}
+    write_metrics(resolve_output_dir(out / "results" / task / method), metrics)
+    return metrics
+
+
+def collect(output_dir: str | Path, config: FrontierConfig) -> list[dict]:
+    """Every finished run's metrics, in the order of ``config.tasks`` x ``config.methods``; raises naming the
+    missing runs."""
+    out = resolve_output_dir(output_dir)
+    rows, missing = [], []
+    for task in config.tasks:
+        for method in config.methods:
+            folder = out / "results" / task / method
+            if (folder / "metrics.json").is_file():
+                rows.append(read_metrics(folder))
+            else:
+                missing.append(f"{task}/{method}")
+    if missing:
+        raise FileNotFoundError(f"no metrics.json under {out / 'results'} for {missing}: run the sweep first")
+    return rows
