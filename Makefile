@@ -17,7 +17,7 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -m pip install -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -c "import torch, transformers, jupyter_book, papermill, plotly, reasoning_lib"
+	$(BIN)/python -c "import torch, transformers, jupyter_book, papermill, plotly, playwright, reasoning_lib"
 	touch $(STAMP)
 
 # Execute every chapter at its default (tiny) preset and render the book to _build/html/.

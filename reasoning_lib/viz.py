@@ -21,7 +21,7 @@ class BookRenderer(MimetypeRenderer):
     """A figure as an HTML div and a ``Plotly.newPlot`` call: no plotly.js, no MathJax from a CDN."""
 
     def to_mimebundle(self, fig_dict):
-        html = pio.to_html(fig_dict, include_plotlyjs=False, include_mathjax=False, full_html=False,
+        html = pio.to_html(fig_dict, include_plotlyjs=False, include_mathjax=False, full_html=False, auto_play=False,
                            default_width="100%", default_height=525, validate=False)
         return {"text/html": html}
 

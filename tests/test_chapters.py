@@ -11,7 +11,7 @@ import papermill
 import pytest
 import yaml
 
-from site_check import figure_counts, find_chromium, screenshot
+from site_check import browser, check_page, find_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -96,15 +96,57 @@ def test_book_builds_with_warnings_as_errors(built_book):
     assert (built_book / "_static" / "plotly.min.js").is_file(), "plotly.js must be served locally (offline book)"
 
 
+SLIDER_CHAPTERS = {"03_discrete_diffusion", "04_diffusion_of_thoughts"}  # chapters showing denoising chains
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless Chromium (driven by Playwright) for every browser test; skips when none is installed."""
+    missing = "chromium is not installed (make chromium)" if find_chromium() is None else None
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing = missing or "the playwright package is not installed (make install)"
+    if missing:
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(f"REQUIRE_BROWSER=1 but {missing}")
+        pytest.skip(missing)
+    with browser() as chromium:
+        yield chromium
+
+
 @pytest.mark.browser
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
-def test_figures_render_in_a_real_browser(built_book, path):
-    if find_chromium() is None:
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail("REQUIRE_BROWSER=1 but chromium is not installed (make chromium)")
-        pytest.skip("chromium not installed")
+def test_figures_render_in_a_real_browser(built_book, chromium, path):
     page = built_book / "notebooks" / f"{path.stem}.html"
-    divs, drawn = figure_counts(page)
-    screenshot(page, ROOT / "_build" / "screenshots" / f"smoke-{path.stem}.png")
-    assert divs > 0, f"{path.stem} has no plotly figure in its HTML: is reasoning_lib.viz imported?"
-    assert drawn >= divs, f"only {drawn} of {divs} figures drawn: is plotly.min.js loaded before the figures?"
+    result = check_page(chromium, page, ROOT / "_build" / "screenshots" / f"smoke-{path.stem}.png")
+    assert result.divs > 0, f"{path.stem} has no plotly figure in its HTML: is reasoning_lib.viz imported?"
+    assert result.drawn >= result.divs, (f"only {result.drawn} of {result.divs} figures drawn: is plotly.min.js "
+                                         f"loaded before the figures? JavaScript errors: {result.errors}")
+    if path.stem in SLIDER_CHAPTERS:
+        assert result.sliders, f"{path.stem} shows no figure with a slider: where is the denoising chain?"
+        stuck = [s.describe() for s in result.sliders if not s.moved]
+        assert not stuck, "slider did not follow the mouse:\n" + "\n".join(stuck)
+
+
+@pytest.mark.browser
+def test_slider_check_needs_a_real_interaction(chromium, tmp_path):
+    """The checker itself, on a page with one denoising chain: the slider moves when dragged and clicked, and
+    the same check without the mouse reports it did not move (so a passing slider check means something)."""
+    import plotly
+
+    from reasoning_lib import viz
+
+    chains = {"sample": [["▒"] * 4, ["a", "▒", "▒", "d"], ["a", "b", "c", "d"]]}
+    fig = viz.token_chain(chains, ["t = 1.0", "t = 0.5", "t = 0.0"], "a chain")
+    plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    page = tmp_path / "chain.html"
+    page.write_text(f'<html><head><meta charset="utf-8"><script src="{plotly_js.as_uri()}"></script></head><body>'
+                    f'{viz.BookRenderer().to_mimebundle(fig.to_dict())["text/html"]}</body></html>', encoding="utf-8")
+    moved = check_page(chromium, page, tmp_path / "chain.png")
+    assert (moved.divs, moved.drawn, len(moved.sliders)) == (1, 1, 1)
+    assert moved.sliders[0].moved, moved.sliders[0].describe()
+    start, dragged, clicked = (r["active"] for r in moved.sliders[0].readings)
+    assert {dragged, clicked} == {0, 2}, f"drag and click should reach both ends: {moved.sliders[0].describe()}"
+    still = check_page(chromium, page, interact=False)
+    assert not still.sliders[0].moved, still.sliders[0].describe()

@@ -44,6 +44,6 @@ def run_sweep(preset: str = "tiny", output_dir: str | Path = "outputs/08_reasoni
             papermill.execute_notebook(
                 str(runner), str(executed), cwd=str(runner.parent), kernel_name="python3", progress_bar=False,
                 parameters={"method": method, "task": task, "preset": preset, "output_dir": str(out), "seed": seed,
-                            "device": device, "reuse_dirs": list(reuse_dirs), **{k: v for k, v in files.items() if v}},
+                            "device": device, "reuse_dirs": ",".join(map(str, reuse_dirs)), **{k: v for k, v in files.items() if v}},
             )
     return collect(out, config)
