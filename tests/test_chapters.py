@@ -23,7 +23,13 @@ EXPECTED_METRICS = {
     "04_diffusion_of_thoughts": ["dot.accuracy", "dot.throughput", "dot_mp.accuracy", "dot_mp.throughput"],
     "07_causal_distillation": ["teacher.accuracy", "kd.accuracy", "diito.accuracy", "kd.iia", "diito.iia"],
 }
+EXPECTED_METRICS["08_reasoning_frontier"] = [  # the smoke sweep: one task, all seven methods
+    f"2x2.{method}.{key}" for method in ("no_cot", "explicit_cot", "implicit_cot", "dot", "dot_mp", "dot_sc", "dot_mp_sc")
+    for key in ("accuracy", "examples_per_s", "examples_per_s_batched")]
 NESTED_METRICS = {"07_causal_distillation": ["accuracy_vs_train_size"]}  # {method: {size: accuracy}}
+# {name: number} per scheme / per model size; entropies are positive, capacity may be negative before convergence
+PER_NAME = {"05_knowledge_capacity": {"dataset_entropy_bits": "positive", "capacity_bits": "finite",
+                                      "bits_per_param": "finite"}}
 GRIDS = {"06_probing_multihop": {"probe_accuracy": list, "model_accuracy": dict}}  # layer x position, per split
 PER_LAYER = {"02_implicit_cot": "emulator.state_mse_per_layer"}  # one value >= 0 per layer
 CURVES = {"04_diffusion_of_thoughts": {"accuracy_vs_steps": dict, "self_consistency.accuracy_at_k": list}}
@@ -73,6 +79,13 @@ def test_chapter_runs_at_smoke_preset_and_writes_metrics(smoke_book, path):
         assert isinstance(values, kind) and values, f"metrics.json of {path.stem} lacks {key!r}"
         cells = [v for row in values for v in row] if kind is list else list(values.values())
         assert cells and all(0 <= v <= 1 for v in cells), f"{key} of {path.stem} holds values outside [0, 1]"
+    for key, rule in PER_NAME.get(path.stem, {}).items():
+        values = metrics.get(key)
+        assert isinstance(values, dict) and values, f"metrics.json of {path.stem} lacks {key!r}"
+        assert all(isinstance(v, (int, float)) and (v > 0 if rule == "positive" else True) for v in values.values()), \
+            f"bad {key} in {path.stem}: {values}"
+    if path.stem in PER_NAME:
+        assert metrics["capacity_bits"].keys() == metrics["bits_per_param"].keys(), "one entry per model size"
     if path.stem in PER_LAYER:
         values = metrics.get(PER_LAYER[path.stem])
         assert isinstance(values, list) and values and all(v >= 0 for v in values), f"bad {PER_LAYER[path.stem]}: {values}"

@@ -42,22 +42,6 @@ def test_distillation_trainer_runs_under_torchrun(tmp_path):
 
 
 @pytest.mark.slow
-def test_sedd_trainer_runs_under_torchrun(tmp_path):
-    run = torchrun("-m", "reasoning_lib.sedd", "--preset", "smoke", "--output-dir", str(tmp_path))
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
-    assert "trained 20 steps" in run.stdout
-    assert (tmp_path / "model_run" / "model" / "model.safetensors").is_file()
-
-
-@pytest.mark.slow
-def test_dot_trainer_runs_under_torchrun(tmp_path):
-    run = torchrun("-m", "reasoning_lib.dot", "--preset", "smoke", "--variant", "dot_mp", "--output-dir", str(tmp_path))
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
-    assert "dot_mp: trained 20 steps" in run.stdout
-    assert (tmp_path / "dot_mp" / "model" / "model.safetensors").is_file()
-
-
-@pytest.mark.slow
 def test_implicit_cot_stages_run_under_torchrun(tmp_path):
     teacher = subprocess.run([sys.executable, "-m", "reasoning_lib.baselines", "--preset", "smoke", "--method", "explicit_cot",
                               "--output-dir", str(tmp_path / "01")], capture_output=True, text=True, timeout=300,
@@ -71,17 +55,23 @@ def test_implicit_cot_stages_run_under_torchrun(tmp_path):
     assert (tmp_path / "02" / "coupled" / "final" / "student" / "modules.safetensors").is_file()
 
 
-@pytest.mark.slow
-def test_baseline_trainer_runs_under_torchrun(tmp_path):
-    run = torchrun("-m", "reasoning_lib.baselines", "--preset", "smoke", "--method", "no_cot", "--output-dir", str(tmp_path))
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
-    assert "no_cot: accuracy" in run.stdout
-    assert (tmp_path / "no_cot" / "model" / "model.safetensors").is_file()
+# (command-line arguments, a line the run prints, a file it must leave in its output folder)
+TRAINERS = {
+    "baselines": (["-m", "reasoning_lib.baselines", "--preset", "smoke", "--method", "no_cot"], "no_cot: accuracy",
+                  "no_cot/model/model.safetensors"),
+    "sedd": (["-m", "reasoning_lib.sedd", "--preset", "smoke"], "trained 20 steps", "model_run/model/model.safetensors"),
+    "dot": (["-m", "reasoning_lib.dot", "--preset", "smoke", "--variant", "dot_mp"], "dot_mp: trained 20 steps",
+            "dot_mp/model/model.safetensors"),
+    "capacity": (["-m", "reasoning_lib.capacity", "--preset", "smoke", "--size", "0"], "30 steps",
+                 "size-*/model/model.safetensors"),
+}
 
 
 @pytest.mark.slow
-def test_capacity_trainer_runs_under_torchrun(tmp_path):
-    run = torchrun("-m", "reasoning_lib.capacity", "--preset", "smoke", "--size", "0", "--output-dir", str(tmp_path))
+@pytest.mark.parametrize("name", TRAINERS)
+def test_trainer_runs_under_torchrun(tmp_path, name):
+    args, printed, saved = TRAINERS[name]
+    run = torchrun(*args, "--output-dir", str(tmp_path))
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
-    assert "30 steps" in run.stdout and "bits/param" in run.stdout
-    assert list(tmp_path.glob("size-*/model/model.safetensors"))
+    assert printed in run.stdout
+    assert list(tmp_path.glob(saved)), f"{name} under torchrun left no {saved} in {tmp_path}"

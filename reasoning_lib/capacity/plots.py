@@ -111,13 +111,16 @@ def probe_curve(grids: Mapping[str, ProbeGrid], position: str,
 
 
 def sweep_table(rows: Sequence[Mapping]) -> pd.DataFrame:
-    """One line per model size: parameters, steps, loss, accuracy, capacity and bits per parameter."""
+    """One line per model size: parameters, steps, loss, accuracy, capacity, and bits per parameter counted over all
+    parameters (the reference's count) and over those outside the two embedding tables."""
     frame = pd.DataFrame([{
         "size": r["size"], "parameters": r["num_parameters"], "steps": r["steps"],
         "exposures / fact": round(r["exposures_per_fact"]),
         "1-hop loss (bits/answer)": round(r["one_hop_loss_bits"], 2),
         "1-hop exact match (%)": round(100 * r["one_hop_accuracy"], 1), "capacity (bits)": round(r["capacity_bits"]),
-        "bits / param": round(r["bits_per_param"], 4), "converged": r["converged"],
+        "bits / param": round(r["bits_per_param"], 3),
+        "bits / non-embedding param": round(r["capacity_bits"] / r["num_parameters_non_embedding"], 3),
+        "converged": r["converged"],
     } for r in sorted(rows, key=lambda r: r["num_parameters"])])
     return frame.set_index("size")
 

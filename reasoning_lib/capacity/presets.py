@@ -193,14 +193,12 @@ PRESETS = {
     "smoke": CapacityConfig(num_people=40, vocab_size=320, tokenizer_texts=2000, model_sizes=(16, 32),
                             num_hidden_layers=1, qas_per_sequence=4, max_steps=30, batch_size=8, lr=1e-2,
                             lr_base_width=None, warmup_steps=3, eval_per_mode=32, probe_rows=120, probe_max_iter=30),
-    # Spec §9: N = 300, r4, synthetic pools, one year of dates (E₁ ≈ 1.8e4 bits), Llama L = 2 with d in
-    # {32, 48, 64, 96} (71k-411k parameters with the 600-token BPE), 1,000 steps x 256 QAs = 107 exposures per
-    # 1-hop fact, lr 1e-2 at d = 32 scaled by 32/d (the best rate of each width in 125-step trials).
-    # Expected time of the whole sweep: ≈ 15 minutes on one thread (≈ 10 expected on 2 idle cores). Estimated
-    # from 24-step runs of this preset and 12-step runs of benchmarks/bench_capacity.py (one thread, another
-    # training job on the machine): ≈ 32k, 26k, 19k, 13k tokens/s for d = 32, 48, 64, 96 at 4,470 tokens per
-    # step, i.e. 0.89 s per step of all four sizes, plus ≈ 5 s of evaluation per size.
-    "tiny": CapacityConfig(),
+    # Spec §9 at the large end: N = 1,000, r4, synthetic pools, one year of dates (E₁ = 6.5e4 bits), Llama L = 2
+    # with d in {16, 32, 48, 64} (27k-200k parameters with the 600-token BPE), 8,000 steps x 256 QAs = 256
+    # exposures per 1-hop fact, lr 1e-2 at d = 32 scaled by 32/d. N = 300 (1.8e4 bits) left every size
+    # data-bound; at 96 exposures every size was far below its capacity (RESULTS.md). Expected time: about 45
+    # minutes on 2 cores (measured: d = 32 took 25 minutes on one busy thread).
+    "tiny": CapacityConfig(num_people=1000, model_sizes=(16, 32, 48, 64), max_steps=8000),
     # Spec §4/§6: N = 10k, r17, faker pools, dates over 200 years, the 3,000-token BPE, reference sizing at
     # 4 layers for budgets 5e5..1e7, batch 32 x 34 QAs in 512 tokens, lr 1e-3, wd 0.1, 1,000 warm-up steps,
     # constant rate, 1e7 steps (the reference's "models seem to converge in 1E7 steps").
