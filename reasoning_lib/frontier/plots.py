@@ -1,6 +1,7 @@
 """The capstone's figure and table: accuracy against examples/s, one marker per (method, task)."""
 from __future__ import annotations
 
+import math
 from typing import Iterable, Mapping
 
 import pandas as pd
@@ -9,6 +10,7 @@ import plotly.graph_objects as go
 from ..viz import METHOD_COLORS, label
 
 SPEEDS = {"examples_per_s": "batch size 1", "examples_per_s_batched": "batched"}
+SHORT = {"dot_sc": "DoT + SC", "dot_mp_sc": "DoT-MP + SC"}  # marker text; hover and table give the full name
 
 
 def frontier_figure(rows: Iterable[Mapping], speed: str = "examples_per_s",
@@ -23,11 +25,13 @@ def frontier_figure(rows: Iterable[Mapping], speed: str = "examples_per_s",
     for row in rows:
         fig.add_trace(go.Scatter(
             x=[row[speed]], y=[100 * row["accuracy"]], mode="markers+text", name=label(row["method"]),
-            text=[label(row["method"])], textposition="top center", visible=row["task"] == tasks[0],
+            text=[SHORT.get(row["method"], label(row["method"]))], textposition="top center",
+            visible=row["task"] == tasks[0],
             marker={"size": 14, "color": METHOD_COLORS.get(row["method"]),
                     "symbol": "diamond" if row["method"].endswith("_sc") else "circle"},
             customdata=[[row["examples_per_s"], row["examples_per_s_batched"], row["parameters"], row["train_sequences"]]],
-            hovertemplate=("%{text}<br>%{y:.1f}% exact match<br>%{customdata[0]:.1f} examples/s at batch 1, "
+            hovertext=[label(row["method"])],
+            hovertemplate=("%{hovertext}<br>%{y:.1f}% exact match<br>%{customdata[0]:.1f} examples/s at batch 1, "
                            "%{customdata[1]:.0f} batched<br>%{customdata[2]:,} parameters, "
                            "%{customdata[3]:,} training sequences<extra></extra>"),
         ))
@@ -38,7 +42,8 @@ def frontier_figure(rows: Iterable[Mapping], speed: str = "examples_per_s",
                       xaxis_title=f"examples/s, {SPEEDS[speed]} (log scale)", yaxis_title="exact-match accuracy (%)",
                       updatemenus=[{"buttons": buttons, "x": 1.0, "xanchor": "right", "y": 1.12, "yanchor": "top",
                                     "showactive": True}])
-    fig.update_xaxes(type="log")
+    speeds = [r[speed] for r in rows]
+    fig.update_xaxes(type="log", range=[math.log10(min(speeds)) - 0.3, math.log10(max(speeds)) + 0.3])  # room for labels
     fig.update_yaxes(range=[-5, 110])
     return fig
 
