@@ -196,8 +196,8 @@ PRESETS = {
     # Spec §9 at the large end: N = 1,000, r4, synthetic pools, one year of dates (E₁ = 6.5e4 bits), Llama L = 2
     # with d in {16, 32, 48, 64} (27k-200k parameters with the 600-token BPE), 8,000 steps x 256 QAs = 256
     # exposures per 1-hop fact, lr 1e-2 at d = 32 scaled by 32/d. N = 300 (1.8e4 bits) left every size
-    # data-bound; at 96 exposures every size was far below its capacity (RESULTS.md). Expected time: about 45
-    # minutes on 2 cores (measured: d = 32 took 25 minutes on one busy thread).
+    # data-bound; at 96 exposures every size was far below its capacity (RESULTS.md). Measured, one thread per
+    # size, two or three sizes at a time on 2 cores: 20, 25, 34 and 40 minutes, about an hour in all.
     "tiny": CapacityConfig(num_people=1000, model_sizes=(16, 32, 48, 64), max_steps=8000),
     # Spec §4/§6: N = 10k, r17, faker pools, dates over 200 years, the 3,000-token BPE, reference sizing at
     # 4 layers for budgets 5e5..1e7, batch 32 x 34 QAs in 512 tokens, lr 1e-3, wd 0.1, 1,000 warm-up steps,
