@@ -219,7 +219,7 @@ def token_chain(chains: Mapping[str, list[list[str]]], step_labels: list[str], t
         xaxis={"visible": False, "range": [-0.6, per_line - 0.4]}, yaxis={"visible": False, "range": [-(y + 0.2), 0.6]},
         updatemenus=[{"type": "buttons", "buttons": [play, pause], "x": 0, "y": 0, "xanchor": "left", "yanchor": "top",
                       "direction": "left", "pad": {"t": 40}}],
-        sliders=[{"active": 0, "x": 0.15, "len": 0.85, "y": 0, "yanchor": "top", "pad": {"t": 30},
+        sliders=[{"active": 0, "x": 0.25, "len": 0.75, "y": 0, "yanchor": "top", "pad": {"t": 30},
                   "currentvalue": {"prefix": "step: "},
                   "steps": [{"label": lab, "method": "animate",
                              "args": [[str(k)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}]}

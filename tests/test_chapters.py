@@ -144,7 +144,8 @@ def test_figures_render_in_a_real_browser(built_book, chromium, path):
 
 @pytest.mark.browser
 def test_slider_check_needs_a_real_interaction(chromium, tmp_path):
-    """The checker itself, on a page with one denoising chain: the slider moves when dragged and clicked, and
+    """The checker itself, on a page with one denoising chain as wide as a book page (where the play buttons must
+    not cover the grip): the slider moves when dragged and clicked, and
     the same check without the mouse reports it did not move (so a passing slider check means something)."""
     import plotly
 
@@ -155,7 +156,8 @@ def test_slider_check_needs_a_real_interaction(chromium, tmp_path):
     plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
     page = tmp_path / "chain.html"
     page.write_text(f'<html><head><meta charset="utf-8"><script src="{plotly_js.as_uri()}"></script></head><body>'
-                    f'{viz.BookRenderer().to_mimebundle(fig.to_dict())["text/html"]}</body></html>', encoding="utf-8")
+                    f'<div style="width: 700px">{viz.BookRenderer().to_mimebundle(fig.to_dict())["text/html"]}</div>'
+                    '</body></html>', encoding="utf-8")
     moved = check_page(chromium, page, tmp_path / "chain.png")
     assert (moved.divs, moved.drawn, len(moved.sliders)) == (1, 1, 1)
     assert moved.sliders[0].moved, moved.sliders[0].describe()
