@@ -157,9 +157,11 @@ def evaluate(
 
 
 def evaluate_generator(
-    generate: Callable[[list[Example]], list[str]], examples: list[Example], batch_size: int, device: torch.device | str
+    generate: Callable[[list[Example]], list[str]], examples: list[Example], batch_size: int, device: torch.device | str,
+    score: Callable[[str, Example], bool] = is_correct,
 ) -> EvalResult:
-    """Time ``generate`` (a batch of examples → predicted texts) plus scoring over ``examples`` in batches."""
+    """Time ``generate`` (a batch of examples → predictions) plus ``score`` (prediction, example → correct) over
+    ``examples`` in batches."""
     if not examples:
         raise ValueError("evaluate() got no examples")
     device = torch.device(device)
@@ -169,7 +171,7 @@ def evaluate_generator(
         _sync(device)
         tic = time.perf_counter()
         texts = generate(chunk)
-        hits = [is_correct(t, e) for t, e in zip(texts, chunk, strict=True)]
+        hits = [score(t, e) for t, e in zip(texts, chunk, strict=True)]
         _sync(device)
         seconds += time.perf_counter() - tic
         predictions += texts

@@ -6,7 +6,6 @@ a warm-up) and over the whole test set in batches, and scores each answer with `
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
@@ -15,6 +14,7 @@ from .. import baselines
 from ..chapter import read_metrics, resolve_output_dir, write_metrics
 from ..data.examples import Example
 from ..dot.answers import answers_match, extract_answer
+from ..evaluate import evaluate_generator
 from ..runtime import resolve_device, seed_everything
 from .methods import (TrainedMethod, adopt_runs, autoregressive_config, data_files, diffusion_config,
                       train_autoregressive, train_diffusion)
@@ -31,36 +31,25 @@ def answer_correct(predicted: str | None, gold: str) -> bool:
     return " " not in gold.strip() and answers_match(predicted, gold)
 
 
-def _clock(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
 def measure(trained: TrainedMethod, test: list[Example], batch_size: int, throughput_examples: int,
             device: str | torch.device = "cpu") -> dict:
-    """Accuracy over ``test`` (batched) and examples/s at batch size 1 and batched; the clocks cover answering
-    and scoring, with the device synchronised before each read."""
+    """Accuracy over ``test`` (batched) and examples/s at batch size 1 and batched; the clocks of
+    ``evaluate_generator`` cover answering and scoring, with the device synchronised before each read."""
     if len(test) < 2:
         raise ValueError("measure() needs at least 2 test problems (the first batch-1 problem is a warm-up)")
-    device = torch.device(device)
-    golds = [extract_answer(e.answer) for e in test]
-    correct, started = [], _clock(device)
-    for start in range(0, len(test), batch_size):
-        answers = trained.answer(test[start:start + batch_size])
-        correct += [answer_correct(a, g) for a, g in zip(answers, golds[start:start + batch_size], strict=True)]
-    batched_seconds = _clock(device) - started
+
+    def score(answer: str | None, example: Example) -> bool:
+        return answer_correct(answer, extract_answer(example.answer))
+
+    batched = evaluate_generator(trained.answer, test, batch_size, device, score)
     timed = test[: min(throughput_examples, len(test))]
     trained.answer(timed[:1])  # warm-up
-    started = _clock(device)
-    for example, gold in zip(timed[1:], golds[1:len(timed)]):
-        answer_correct(trained.answer([example])[0], gold)
-    single_seconds = _clock(device) - started
-    return {"accuracy": sum(correct) / len(correct), "examples_per_s": (len(timed) - 1) / single_seconds,
-            "examples_per_s_batched": len(test) / batched_seconds, "num_test": len(test), "batch_size": batch_size}
+    single = evaluate_generator(trained.answer, timed[1:], 1, device, score)
+    return {"accuracy": batched.accuracy, "examples_per_s": single.throughput,
+            "examples_per_s_batched": batched.throughput, "num_test": len(test), "batch_size": batch_size}
 
 
-def shared_split(preset: str, task: str, seed: int, files: dict) -> tuple[object, list[Example]]:
+def shared_split(preset: str, task: str, seed: int, files: dict):
     """(chapter 2's config, its split): the split whose test problems every method is measured on."""
     config = autoregressive_config(preset, task, files)
     return config, baselines.prepare_data(config.baseline, seed)
