@@ -58,13 +58,29 @@ def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
     return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
 
 
-def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> dict:
-    """Load weights into ``model`` (shapes must match) and return the trainer state dict."""
-    path = Path(path)
+def save_weights(folder: str | os.PathLike, model: torch.nn.Module) -> Path:
+    """Write ``folder/model.safetensors`` atomically (a temporary file, then a rename)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".model.safetensors.tmp"
+    save_model(model, str(tmp))
+    os.replace(tmp, folder / "model.safetensors")
+    return folder / "model.safetensors"
+
+
+def load_weights(folder: str | os.PathLike, model: torch.nn.Module) -> None:
+    """Load ``folder/model.safetensors`` into ``model``; a checkpoint of another model is refused by name."""
+    path = Path(folder)
     try:
         missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
     except RuntimeError as err:  # size mismatch: a checkpoint of another model
         raise ValueError(f"checkpoint {path} does not fit this model: {err}") from None
     if missing or unexpected:
         raise ValueError(f"checkpoint {path} does not fit this model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+
+
+def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> dict:
+    """Load weights into ``model`` (shapes must match) and return the trainer state dict."""
+    path = Path(path)
+    load_weights(path, model)
     return torch.load(path / "trainer_state.pt", weights_only=True)

@@ -19,6 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .data.examples import ANSWER_MARKER, Example, extract_answer
 from .data.sequences import encode_examples
+from .runtime import autocast, model_precision
 
 
 def prompt_batch(tokenizer, examples: list[Example], device) -> dict[str, torch.Tensor]:
@@ -153,15 +154,16 @@ def evaluate(
     def generate(chunk: list[Example]) -> list[str]:
         return generate_text(model, tokenizer, chunk, num_separators, max_new_tokens)
 
-    return evaluate_generator(generate, examples, batch_size, next(model.parameters()).device)
+    return evaluate_generator(generate, examples, batch_size, next(model.parameters()).device,
+                              precision=model_precision(model))
 
 
 def evaluate_generator(
     generate: Callable[[list[Example]], list[str]], examples: list[Example], batch_size: int, device: torch.device | str,
-    score: Callable[[str, Example], bool] = is_correct,
+    score: Callable[[str, Example], bool] = is_correct, precision: str = "auto",
 ) -> EvalResult:
     """Time ``generate`` (a batch of examples → predictions) plus ``score`` (prediction, example → correct) over
-    ``examples`` in batches."""
+    ``examples`` in batches, in the precision training used (``runtime.autocast``: bf16 on CUDA)."""
     if not examples:
         raise ValueError("evaluate() got no examples")
     device = torch.device(device)
@@ -170,7 +172,8 @@ def evaluate_generator(
         chunk = examples[start : start + batch_size]
         _sync(device)
         tic = time.perf_counter()
-        texts = generate(chunk)
+        with autocast(device, precision):
+            texts = generate(chunk)
         hits = [score(t, e) for t, e in zip(texts, chunk, strict=True)]
         _sync(device)
         seconds += time.perf_counter() - tic

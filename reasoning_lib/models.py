@@ -12,6 +12,7 @@ import os
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     BertConfig,
@@ -78,36 +79,60 @@ def build_model(
     name_or_preset: str,
     arch: str = "gpt2",
     tokenizer: PreTrainedTokenizerBase | None = None,
-    dropout: float = 0.0,
+    dropout: float | None = None,
     max_positions: int = 1024,
     num_labels: int = 2,
+    pretrained: bool = True,
 ) -> PreTrainedModel:
     """A causal LM (``gpt2``/``llama``) or sequence classifier (``bert``).
 
     ``name_or_preset`` is a size preset (random init, vocabulary and special ids from ``tokenizer``) or a
-    local folder / hub id (pretrained weights)."""
+    local folder / hub id: its weights, or with ``pretrained=False`` only its config (random init at the real
+    shapes: the paper dry run). ``dropout`` None keeps a hub config's own dropout (0 for a size preset)."""
     check_choice("arch", arch, ARCHITECTURES)
     auto = AutoModelForSequenceClassification if arch == "bert" else AutoModelForCausalLM
     extra = {"num_labels": num_labels} if arch == "bert" else {}
     attn = attention_implementation()
     if name_or_preset not in SIZE_PRESETS:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        try:
-            model = auto.from_pretrained(name_or_preset, attn_implementation=attn, local_files_only=offline, **extra)
-        except OSError as err:
-            where = "not a local folder nor in the local cache, and HF_HUB_OFFLINE=1 forbids the hub" if offline else str(err)
-            raise FileNotFoundError(
-                f"model {name_or_preset!r} is not a size preset {list(SIZE_PRESETS)} and could not be loaded: {where}"
-            ) from None
+        extra |= _dropout_settings(arch, dropout)
+        if not pretrained:
+            config = AutoConfig.from_pretrained(name_or_preset, local_files_only=_offline(), **extra)
+            return _named_loss(auto.from_config(config, attn_implementation=attn), arch)
+        model = _load_pretrained(auto, name_or_preset, attn, extra)
         return _named_loss(model, arch)
     if tokenizer is None:
         raise ValueError(f"build_model({name_or_preset!r}) needs the tokenizer to size the vocabulary")
     special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                "pad_token_id": tokenizer.pad_token_id}
-    config = _config_from_preset(arch, name_or_preset, len(tokenizer), special, dropout, max_positions)
+    config = _config_from_preset(arch, name_or_preset, len(tokenizer), special, dropout or 0.0, max_positions)
     for key, value in extra.items():
         setattr(config, key, value)
     return _named_loss(auto.from_config(config, attn_implementation=attn), arch)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def _dropout_settings(arch: str, dropout: float | None) -> dict:
+    """Config overrides that set every dropout of a hub model to ``dropout`` (nothing when None)."""
+    if dropout is None:
+        return {}
+    if arch == "gpt2":
+        return {"resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout}
+    if arch == "llama":
+        return {"attention_dropout": dropout}
+    return {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+
+
+def _load_pretrained(auto, name: str, attn: str, extra: dict) -> PreTrainedModel:
+    try:
+        return auto.from_pretrained(name, attn_implementation=attn, local_files_only=_offline(), **extra)
+    except OSError as err:
+        where = "not a local folder nor in the local cache, and HF_HUB_OFFLINE=1 forbids the hub" if _offline() else str(err)
+        raise FileNotFoundError(
+            f"model {name!r} is not a size preset {list(SIZE_PRESETS)} and could not be loaded: {where}"
+        ) from None
 
 
 def _named_loss(model: PreTrainedModel, arch: str) -> PreTrainedModel:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -25,10 +26,33 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def uses_bf16(device: torch.device, precision: str = "auto") -> bool:
+    """Whether a run computes in bf16: asked for, or ``'auto'`` on CUDA (fp32 on the CPU)."""
+    return precision == "bf16" or (precision == "auto" and torch.device(device).type == "cuda")
+
+
+def autocast(device: torch.device | str, precision: str = "auto"):
+    """The autocast context a run trains in; evaluation uses the same one, so the attention kernel training
+    chose (FlashAttention-2 takes only 16-bit inputs) also runs at test time."""
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16) if uses_bf16(device, precision) else nullcontext()
+
+
+def model_precision(model: torch.nn.Module) -> str:
+    """``'bf16'`` for a model whose attention needs 16-bit inputs (FlashAttention-2), else ``'auto'``."""
+    config = getattr(model, "config", None)
+    return "bf16" if getattr(config, "_attn_implementation", None) == "flash_attention_2" else "auto"
+
+
 def seed_everything(seed: int) -> None:
-    """Seed Python's and torch's generators (CPU and every GPU)."""
+    """Seed Python's, NumPy's and torch's generators (CPU and every GPU)."""
     random.seed(seed)
     torch.manual_seed(seed)
+    try:
+        import numpy
+    except ImportError:  # numpy is optional for the library
+        return
+    numpy.random.seed(seed % 2**32)
 
 
 @dataclass(frozen=True)

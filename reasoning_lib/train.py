@@ -2,8 +2,11 @@
 
 AdamW with linear warmup then a constant, cosine or linear schedule; gradient accumulation and clipping;
 bf16 autocast on CUDA; DDP when launched by ``torchrun``; a tqdm bar; a JSONL log; atomic periodic
-checkpoints and exact resume. Batches are a pure function of (seed, step), so a resumed run sees the same
-data, and with the restored RNG states it reproduces the uninterrupted run's weights.
+checkpoints and exact resume; optional validation that keeps the best weights. Step s trains on examples
+[s·G, (s+1)·G) of a seeded permutation (G the global batch), cut into micro-batches over processes and
+accumulation steps, so the data of a step does not depend on the world size, a resumed run sees the same data,
+and with the restored RNG states it reproduces the uninterrupted run's weights. A finished run is recorded
+(``run_record``) and reopening it with the same settings trains no step.
 """
 from __future__ import annotations
 
@@ -20,15 +23,14 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
+from . import run_record
+from .tracking import Tracker, make_tracker
 from .config import check_choice, check_positive
-from .runtime import DistributedContext, init_distributed, resolve_device
+from .runtime import DistributedContext, autocast, init_distributed, resolve_device
 
 SCHEDULES = ("constant", "wsd", "cosine", "linear")
 PRECISIONS = ("auto", "fp32", "bf16")
-# Settings a resumed run must share with the run that wrote the checkpoint (max_steps may grow).
-RESUME_MUST_MATCH = (
-    "batch_size", "grad_accum_steps", "lr", "weight_decay", "warmup_steps", "schedule", "decay_fraction", "max_grad_norm", "seed",
-)
+SELECT = ("max", "min")
 
 
 @dataclass
@@ -51,6 +53,9 @@ class TrainConfig:
     precision: str = "auto"  # bf16 autocast on CUDA, fp32 on CPU
     device: str = "auto"
     progress: bool = True
+    tracking: str = "tensorboard"  # with an output_dir: also "wandb" ("tensorboard,wandb"), or "none" (``tracking``)
+    validate_every: int = 0  # with a ``validate`` function: steps between validations (e.g. one epoch); 0: never
+    select: str = "max"  # keep the weights of the validation score's max (accuracy) or min (loss)
 
     def __post_init__(self):
         check_positive("max_steps", self.max_steps)
@@ -61,6 +66,8 @@ class TrainConfig:
         check_positive("checkpoint_every", self.checkpoint_every, allow_zero=True)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("select", self.select, SELECT)
+        check_positive("validate_every", self.validate_every, allow_zero=True)
         if not 0 < self.decay_fraction <= 1:
             raise ValueError(f"decay_fraction={self.decay_fraction} must lie in (0, 1]")
 
@@ -72,6 +79,9 @@ class TrainResult:
     model: torch.nn.Module
     history: list[dict] = field(default_factory=list)
     step: int = 0
+    steps_trained: int = 0  # in this call: 0 when a finished run was reloaded
+    best: dict | None = None  # {"step", "epoch", "score"} of the weights returned, when validated
+    validation: list[dict] = field(default_factory=list)  # {"step", "valid"} rows of this call
 
     @property
     def final_loss(self) -> float:
@@ -97,10 +107,14 @@ def lr_multiplier(step: int, config: TrainConfig) -> float:
 
 
 class BatchSampler:
-    """Indices of each process's micro-batch, from a fresh seeded permutation per epoch."""
+    """Indices of each process's micro-batch, from a fresh seeded permutation per epoch.
 
-    def __init__(self, num_examples: int, batch_size: int, seed: int, ctx: DistributedContext):
+    Optimizer step s takes positions [s·G, (s+1)·G) of the permuted stream (G = micro x accumulation x world);
+    rank r's micro-step m takes the slice (r·accumulation + m) of it, whatever the world size."""
+
+    def __init__(self, num_examples: int, batch_size: int, seed: int, ctx: DistributedContext, grad_accum_steps: int = 1):
         self.n, self.batch_size, self.seed, self.ctx = num_examples, batch_size, seed, ctx
+        self.accum = grad_accum_steps
         self._epoch, self._perm = -1, None
 
     def _index(self, position: int) -> int:
@@ -110,8 +124,12 @@ class BatchSampler:
             self._epoch, self._perm = epoch, torch.randperm(self.n, generator=gen)
         return int(self._perm[offset])
 
-    def indices(self, micro_step: int) -> list[int]:
-        start = (micro_step * self.ctx.world_size + self.ctx.rank) * self.batch_size
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.accum * self.ctx.world_size
+
+    def indices(self, step: int, micro: int = 0) -> list[int]:
+        start = step * self.global_batch + (self.ctx.rank * self.accum + micro) * self.batch_size
         return [self._index(p) for p in range(start, start + self.batch_size)]
 
 
@@ -160,16 +178,33 @@ def train(
     loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor] = causal_lm_loss,
     output_dir: str | Path | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    settings: dict | None = None,
+    validate: Callable[[torch.nn.Module], float] | None = None,
+    extendable: bool = False,
 ) -> TrainResult:
     """Train ``model`` on ``dataset`` for ``config.max_steps`` optimizer steps and return a :class:`TrainResult`.
 
-    With ``output_dir``, checkpoints go to ``output_dir/checkpoints`` and a run resumes from the newest one;
-    the log is ``output_dir/train_log.jsonl``. ``on_step(step, loss)`` runs after every optimizer step."""
+    With ``output_dir``, checkpoints go to ``output_dir/checkpoints``, a run resumes from the newest one, and
+    ``run.json`` records ``settings`` (what defines the run besides the loop's own settings): a finished run with
+    the same settings is reloaded without training, other settings are refused. ``validate(model)`` → score runs
+    every ``config.validate_every`` steps on the main process; the best weights (``config.select``) are returned.
+    ``extendable``: a run may be continued to a larger ``max_steps`` (convergence checks; under a decaying schedule
+    the continued run is not the same as a fresh longer one).
+    ``on_step(step, loss)`` runs after every optimizer step."""
     if len(dataset) == 0:
         raise ValueError("train() got an empty dataset")
     device = resolve_device(config.device)
     ctx = init_distributed(device)
     model.to(device)
+    identity = {"run": settings or {}, "loop": run_record.loop_identity(config, ctx.world_size, len(dataset))}
+    output_dir = Path(output_dir) if output_dir is not None else None
+    if output_dir is not None:
+        record = run_record.check_same_run(output_dir, identity, extendable)
+        if record is not None and record.get("finished"):
+            return _reload_finished(model, output_dir, record, config)
+        if ctx.is_main:
+            run_record.write_record(output_dir, identity, finished=False)
+            (output_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
     optimizer = torch.optim.AdamW(
         list(model.parameters()), lr=config.lr, weight_decay=config.weight_decay, fused=device.type == "cuda"
     )
@@ -178,11 +213,9 @@ def train(
 
     step, log_path, ckpt_dir = 0, None, None
     if output_dir is not None:
-        output_dir = Path(output_dir)
         log_path, ckpt_dir = output_dir / "train_log.jsonl", output_dir / "checkpoints"
         found = ckpt.list_checkpoints(ckpt_dir)
         if found:
-            _check_same_run(output_dir / "train_config.json", config)
             state = ckpt.load_checkpoint(found[-1], model)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -190,29 +223,30 @@ def train(
             step = state["step"]
             if ctx.is_main:
                 print(f"resuming from {found[-1]} (step {step})")
-        if ctx.is_main:
-            output_dir.mkdir(parents=True, exist_ok=True)
-            (output_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
     history = _read_log(log_path, step) if log_path else []
     if log_path and ctx.is_main:  # drop log lines past the checkpoint we resumed from
         log_path.write_text("".join(json.dumps(r) + "\n" for r in history))
+    first_step = step
+    tracker = make_tracker(output_dir, config.tracking, is_main=ctx.is_main, resume_step=step or None,
+                           settings=identity) if output_dir is not None else Tracker()
 
     # A model whose loss never reaches some parameters (the implicit-CoT emulator's last block) says so.
     unused = getattr(model, "has_unused_parameters", False)
     wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                       find_unused_parameters=unused) if ctx.enabled else model
-    sampler = BatchSampler(len(dataset), config.batch_size, config.seed, ctx)
-    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    sampler = BatchSampler(len(dataset), config.batch_size, config.seed, ctx, config.grad_accum_steps)
+    best = _Best(output_dir, config, len(dataset), sampler.global_batch) if validate is not None else None
+    validation: list[dict] = []
     model.train()
     bar = tqdm(total=config.max_steps, initial=step, disable=not (config.progress and ctx.is_main), mininterval=2.0)
     running, tokens, started = 0.0, 0, time.perf_counter()
     while step < config.max_steps:
         for micro in range(config.grad_accum_steps):
-            batch = _to(collate_fn([dataset[i] for i in sampler.indices(step * config.grad_accum_steps + micro)]), device)
+            batch = _to(collate_fn([dataset[i] for i in sampler.indices(step, micro)]), device)
             last = micro == config.grad_accum_steps - 1
             # DDP all-reduces gradients on the last micro-batch only
             with (nullcontext() if (last or not ctx.enabled) else wrapped.no_sync()):
-                with (torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()):
+                with autocast(device, config.precision):
                     loss = loss_fn(wrapped, batch) / config.grad_accum_steps
                 loss.backward()
             value = loss.item() * config.grad_accum_steps
@@ -233,28 +267,94 @@ def train(
         if step % config.log_every == 0 or step == config.max_steps:
             history.append(_log_row(step, running, step % config.log_every or config.log_every, scheduler, grad_norm,
                                     tokens, started, ctx, log_path, device))
+            tracker.log(history[-1], step)
             bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
             running, tokens, started = 0.0, 0, time.perf_counter()
+        if best is not None and (step == config.max_steps or (config.validate_every and step % config.validate_every == 0)):
+            validation.append(best.validate(step, model, validate, ctx))
+            tracker.log({"valid/score": validation[-1]["valid"]}, step)
+            model.train()
         if ckpt_dir is not None and ctx.is_main and (
             step == config.max_steps or (config.checkpoint_every and step % config.checkpoint_every == 0)
         ):
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
             ckpt.save_checkpoint(ckpt_dir, step, model, state, keep_last=config.keep_checkpoints)
     bar.close()
+    tracker.close()
+    chosen = best.restore(model) if best is not None else None
+    if output_dir is not None and ctx.is_main:
+        run_record.write_record(output_dir, identity, finished=True, best=chosen,
+                                examples_seen=config.max_steps * sampler.global_batch)
     model.eval()
-    return TrainResult(model=model, history=history, step=step)
+    return TrainResult(model=model, history=history, step=step, steps_trained=step - first_step, best=chosen,
+                       validation=validation)
 
 
-def _check_same_run(saved_path: Path, config: TrainConfig) -> None:
-    if not saved_path.is_file():
-        return
-    saved = json.loads(saved_path.read_text())
-    changed = {k: (saved.get(k), getattr(config, k)) for k in RESUME_MUST_MATCH if saved.get(k) != getattr(config, k)}
-    if changed:
-        raise ValueError(
-            f"{saved_path.parent} holds checkpoints of a run with other settings {changed} (saved, now); "
-            "use another output_dir or delete that folder"
-        )
+def _reload_finished(model: torch.nn.Module, output_dir: Path, record: dict, config: TrainConfig) -> TrainResult:
+    """A finished run's weights (the selected best ones when it validated), its log, and zero steps trained."""
+    best = record.get("best")
+    source = output_dir / _Best.FOLDER if best else None
+    if source is None:
+        found = ckpt.list_checkpoints(output_dir / "checkpoints")
+        if not found or ckpt.STEP_DIR.match(found[-1].name).group(1) != f"{config.max_steps:06d}":
+            raise FileNotFoundError(f"{output_dir / run_record.RECORD} says the run finished, but its final checkpoint "
+                                    f"step-{config.max_steps:06d} is missing from {output_dir / 'checkpoints'}")
+        source = found[-1]
+    ckpt.load_weights(source, model)
+    model.eval()
+    return TrainResult(model=model, history=read_log(output_dir), step=config.max_steps, steps_trained=0, best=best)
+
+
+class _Best:
+    """Validation scores and the weights of the best one so far, kept in ``output_dir/best/`` (so a resumed run
+    keeps competing against the best of its earlier part)."""
+
+    FOLDER = "best"
+
+    def __init__(self, output_dir: Path | None, config: TrainConfig, num_examples: int, global_batch: int):
+        self.folder = output_dir / self.FOLDER if output_dir is not None else None
+        self.config, self.examples_per_step = config, global_batch / num_examples
+        self.chosen, self.weights = None, None
+        if self.folder is not None and (self.folder / "best.json").is_file():
+            self.chosen = json.loads((self.folder / "best.json").read_text())
+
+    def _better(self, score: float) -> bool:
+        if self.chosen is None:
+            return True
+        return score > self.chosen["score"] if self.config.select == "max" else score < self.chosen["score"]
+
+    def validate(self, step: int, model, validate, ctx) -> dict:
+        score = None
+        if ctx.is_main:
+            model.eval()
+            with torch.no_grad():
+                score = float(validate(model))
+            if self._better(score):
+                self.chosen = {"step": step, "epoch": round(step * self.examples_per_step, 3), "score": score}
+                self._save(model)
+        if ctx.enabled:
+            torch.distributed.barrier()
+        row = {"step": step, "valid": score}
+        if self.folder is not None and ctx.is_main:
+            with open(self.folder.parent / "valid_log.jsonl", "a") as handle:
+                handle.write(json.dumps(row) + "\n")
+        return row
+
+    def _save(self, model) -> None:
+        if self.folder is None:  # no output folder: keep the best weights in memory
+            self.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return
+        ckpt.save_weights(self.folder, model)
+        (self.folder / "best.json").write_text(json.dumps(self.chosen))
+
+    def restore(self, model) -> dict | None:
+        """Load the best weights into ``model`` (on every rank) and return which step they are from."""
+        if self.weights is not None:
+            model.load_state_dict(self.weights)
+        elif self.folder is not None and (self.folder / "best.json").is_file():
+            self.chosen = json.loads((self.folder / "best.json").read_text())
+            ckpt.load_weights(self.folder, model)
+        return self.chosen
 
 
 def _log_row(step, running, num_steps, scheduler, grad_norm, tokens, started, ctx, log_path, device) -> dict:

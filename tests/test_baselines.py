@@ -26,7 +26,10 @@ def test_paper_preset_matches_the_published_setting():
     train = config.train_config(seed=0, device="cpu")
     assert (config.task, config.num_train, config.batch_size, config.lr) == ("4x4", 808_000, 32, 5e-5)
     assert train.max_steps == 808_000 // 32 and train.schedule == "constant" and train.warmup_steps == 0
-    assert config.train_config(seed=0, device="cpu", world_size=8).max_steps == math.ceil(808_000 / (32 * 8))
+    # the global batch of 32 is split over the processes: the same steps and examples on 1 or 8 GPUs
+    on_eight = config.train_config(seed=0, device="cpu", world_size=8)
+    assert (on_eight.max_steps, on_eight.batch_size, on_eight.grad_accum_steps) == (808_000 // 32, 4, 1)
+    assert train.validate_every == 808_000 // 32, "the paper keeps the best epoch on valid"
 
 
 def test_prepare_data_writes_the_splits_and_excludes_a_given_test_file(tmp_path):

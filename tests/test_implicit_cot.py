@@ -164,12 +164,16 @@ def test_presets_switch_task_and_model_and_validate():
 
     paper = get_config("paper", task="5x5", model="gpt2-medium")
     assert (paper.baseline.task, paper.baseline.model, paper.lr, paper.batch_size) == ("5x5", "gpt2-medium", 5e-5, 32)
-    assert paper.stage_config(seed=0, device="cpu").max_steps == 808_000 * 40 // 32
+    assert paper.stage_config(seed=0, device="cpu", num_examples=808_000).max_steps == 808_000 * 40 // 32
+    # GSM8K: 40 epochs over the 6,973 problems actually loaded, not over the 808k of the multiplication preset
+    assert paper.stage_config(seed=0, device="cpu", num_examples=6973).max_steps == -(-6973 * 40 // 32)
+    on_eight = paper.stage_config(seed=0, device="cpu", num_examples=808_000, world_size=8)
+    assert (on_eight.max_steps, on_eight.batch_size * on_eight.grad_accum_steps * 8) == (808_000 * 40 // 32, 32)
     with pytest.raises(ValueError, match="delta='fast'"):
         get_config("tiny", delta="fast")
     with pytest.raises(ValueError, match="preset='huge'"):
         get_config("huge")
     gsm8k = get_config("paper", task="gsm8k", train_file="train.txt")
-    assert gsm8k.mixture_size == 50257, "GSM8K uses one mixture component per GPT-2 token (spec 3.5)"
+    assert gsm8k.mixture_size == 50257, "GSM8K uses one mixture component per GPT-2 token"
     assert (gsm8k.baseline.num_epochs, gsm8k.baseline.num_test, gsm8k.baseline.train_file) == (15, 1319, "train.txt")
     assert get_config("paper").mixture_size == 1

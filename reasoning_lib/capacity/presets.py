@@ -16,6 +16,7 @@ from transformers import LlamaConfig
 
 from ..config import check_choice, check_positive, check_range, from_preset
 from ..probes import POOLS
+from ..run_settings import train_settings
 from ..train import SCHEDULES, TrainConfig
 from .entropy import SCHEMES, SELECTIONS, SUPPORTS
 from .pools import SOURCES, default_pools, ValuePools
@@ -172,16 +173,12 @@ class CapacityConfig:
             return int(self.max_steps * (1 - TrainConfig.decay_fraction))
         return self.max_steps
 
-    def train_config(self, seed: int, device: str, world_size: int = 1, hidden_size: int | None = None) -> TrainConfig:
+    def train_config(self, seed: int, device: str, world_size: int | None = None, hidden_size: int | None = None) -> TrainConfig:
         """Settings of the shared loop for a model of ``hidden_size``; the global batch is split over processes."""
-        if self.batch_size % world_size:
-            raise ValueError(f"batch_size={self.batch_size} must be divisible by the {world_size} processes")
-        return TrainConfig(
-            max_steps=self.max_steps, batch_size=self.batch_size // world_size,
-            lr=self.lr if hidden_size is None else self.lr_for(hidden_size),
-            weight_decay=self.weight_decay, warmup_steps=self.warmup_steps, schedule=self.schedule,
-            max_grad_norm=1.0, seed=seed, device=device, log_every=max(1, min(25, self.max_steps // 40)),
-            checkpoint_every=max(100, self.max_steps // 10),
+        return train_settings(
+            global_batch=self.batch_size, steps=self.max_steps, world_size=world_size,
+            lr=self.lr if hidden_size is None else self.lr_for(hidden_size), weight_decay=self.weight_decay,
+            warmup_steps=self.warmup_steps, schedule=self.schedule, max_grad_norm=1.0, seed=seed, device=device,
         )
 
     def subset(self, names) -> dict:

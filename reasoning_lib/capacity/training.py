@@ -241,7 +241,7 @@ def _fit(config: CapacityConfig, size: int, world: World, folder: Path, seed: in
     data = QADataset(world.encoder, sampler, num_sequences=config.max_steps * config.batch_size,
                      qas_per_sequence=config.qas_per_sequence, max_seq_len=config.max_seq_len, seed=seed)
     settings = config.train_config(seed, device, launch_info().world_size, model.config.hidden_size)
-    result = train(model, data, settings, data.collate, output_dir=folder)
+    result = train(model, data, settings, data.collate, output_dir=folder, settings=run, extendable=True)
     if launch_info().is_main:
         result.model.save_pretrained(str(folder / "model"))
         world.tokenizer.save_pretrained(str(folder / "model"))

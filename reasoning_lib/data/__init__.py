@@ -1,10 +1,10 @@
 """Datasets of the book: the shared text format, multiplication, GSM8K, and token sequences."""
-from .examples import Example, MalformedLineError, extract_answer, parse_line, read_examples, write_examples
+from .examples import Example, MalformedLineError, data_digest, extract_answer, parse_line, read_examples, write_examples
 from .multiplication import format_example, make_splits, parse_operands, parse_task
 from .sequences import FORMATS, IGNORE_INDEX, EncodedExample, collate, encode_examples
 
 __all__ = [
-    "Example", "MalformedLineError", "extract_answer", "parse_line", "read_examples", "write_examples",
+    "Example", "MalformedLineError", "data_digest", "extract_answer", "parse_line", "read_examples", "write_examples",
     "format_example", "make_splits", "parse_operands", "parse_task",
     "FORMATS", "IGNORE_INDEX", "EncodedExample", "collate", "encode_examples",
 ]

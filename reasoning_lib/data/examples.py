@@ -8,6 +8,8 @@ U+2028 and mangles one GSM8K training line), and a malformed line raises ``Malfo
 """
 from __future__ import annotations
 
+import hashlib
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,3 +85,11 @@ def extract_answer(text: str) -> str:
     if ANSWER_MARKER in text:
         text = ANSWER_MARKER + text.split(ANSWER_MARKER, 1)[1]
     return text.strip().replace(",", "")
+
+
+def data_digest(examples: Iterable[Example]) -> str:
+    """SHA-256 of the examples' text lines: what identifies the data a run trained on."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(example.to_line().encode("utf-8") + b"\n")
+    return digest.hexdigest()

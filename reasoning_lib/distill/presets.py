@@ -1,10 +1,10 @@
 """Settings of the causal-distillation chapter."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from ..config import check_choice, check_positive, check_range, from_preset
+from ..run_settings import num_steps, train_settings
 from ..train import TrainConfig
 from .data import TASKS
 
@@ -22,7 +22,8 @@ class DistillConfig:
     num_test: int = 1000
     train_sizes: tuple[int, ...] = (500, 1000, 10_000)  # accuracy vs training-set size
     max_length: int = 128
-    batch_size: int = 32
+    batch_size: int = 32  # global: examples per optimizer step over all processes
+    micro_batch_size: int | None = None  # per process and forward pass; None: the whole per-process share
     teacher_epochs: float = 4
     teacher_lr: float = 5e-4
     student_epochs: float = 5
@@ -50,13 +51,14 @@ class DistillConfig:
         if self.task == "sentiment" and max(self.train_sizes) > self.num_train:
             raise ValueError(f"train_sizes {self.train_sizes} exceed num_train={self.num_train}")
 
-    def train_config(self, num_examples: int, epochs: float, lr: float, seed: int, device: str, world_size: int = 1,
-                     min_steps: int = 1) -> TrainConfig:
-        steps = max(min_steps, math.ceil(num_examples * epochs / (self.batch_size * world_size)))
-        return TrainConfig(
-            max_steps=steps, batch_size=self.batch_size, lr=lr, weight_decay=self.weight_decay,
-            warmup_steps=int(self.warmup_fraction * steps), schedule="linear", seed=seed, device=device,
-            log_every=max(1, min(25, steps // 20)), checkpoint_every=max(100, steps // 5),
+    def train_config(self, num_examples: int, epochs: float, lr: float, seed: int, device: str,
+                     world_size: int | None = None, min_steps: int = 1) -> TrainConfig:
+        """The shared loop's settings for ``epochs`` over ``num_examples``: the same steps on any number of processes."""
+        steps = max(min_steps, num_steps(self.batch_size, num_examples, epochs))
+        return train_settings(
+            global_batch=self.batch_size, micro_batch_size=self.micro_batch_size, steps=steps, world_size=world_size,
+            lr=lr, weight_decay=self.weight_decay, warmup_steps=int(self.warmup_fraction * steps), schedule="linear",
+            seed=seed, device=device,
         )
 
 

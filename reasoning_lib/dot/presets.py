@@ -30,7 +30,8 @@ class DoTConfig:
     cond_dim: int = 64
     dropout: float = 0.0
     max_steps: int = 3000
-    batch_size: int = 64
+    batch_size: int = 64  # global: sequences per optimizer step over all processes
+    micro_batch_size: int | None = None  # per process and forward pass; None: the whole per-process share
     lr: float = 1e-3
     warmup_steps: int = 100
     ema: float = 0.999
@@ -62,7 +63,7 @@ class DoTConfig:
         return SEDDRunConfig(corpus=self.task, tokenizer=self.tokenizer, num_sequences=self.num_train, length=self.length,
                              hidden_size=self.hidden_size, n_blocks=self.n_blocks, n_heads=self.n_heads,
                              cond_dim=self.cond_dim, dropout=self.dropout, max_steps=self.max_steps,
-                             batch_size=self.batch_size, lr=self.lr, warmup_steps=self.warmup_steps, ema=self.ema, schedule=self.schedule,
+                             batch_size=self.batch_size, micro_batch_size=self.micro_batch_size, lr=self.lr, warmup_steps=self.warmup_steps, ema=self.ema, schedule=self.schedule,
                              sample_steps=self.sample_steps)
 
 
@@ -78,7 +79,7 @@ PRESETS = {
     # steps, EMA 0.9999, 120k steps; T in {4, ..., 64}; DoT-MP with 10 passes. -p task 4x4 / 5x5 / gsm8k.
     "paper": DoTConfig(task="4x4", tokenizer="gpt2", init="louaaron/sedd-small", num_train=808_000, num_test=1000,
                        length=128, truncate=True, hidden_size=768, n_blocks=12, n_heads=12, cond_dim=128, dropout=0.1,
-                       max_steps=120_000, batch_size=256, lr=3e-4, warmup_steps=2500, ema=0.9999, sample_steps=64,
+                       max_steps=120_000, batch_size=256, micro_batch_size=64, lr=3e-4, warmup_steps=2500, ema=0.9999, sample_steps=64,
                        step_sweep=(1, 2, 4, 8, 16, 32, 64), sc_runs=20, max_passes=10, throughput_examples=101),
 }
 

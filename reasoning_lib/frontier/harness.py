@@ -49,28 +49,33 @@ def measure(trained: TrainedMethod, test: list[Example], batch_size: int, throug
             "examples_per_s_batched": batched.throughput, "num_test": len(test), "batch_size": batch_size}
 
 
-def shared_split(preset: str, task: str, seed: int, files: dict):
+def shared_split(preset: str, task: str, seed: int, files: dict, dry_run: bool = False):
     """(chapter 2's config, its split): the split whose test problems every method is measured on."""
-    config = autoregressive_config(preset, task, files)
+    config = autoregressive_config(preset, task, files, dry_run)
     return config, baselines.prepare_data(config.baseline, seed)
 
 
 def run_one(method: str, task: str, preset: str = "tiny", output_dir: str | Path = "outputs/08_reasoning_frontier",
             seed: int = 0, device: str = "auto", reuse_dirs: tuple[str, ...] = (), train_file: str | None = None,
-            valid_file: str | None = None, test_file: str | None = None) -> dict:
+            valid_file: str | None = None, test_file: str | None = None, data_dir: str | None = None,
+            dry_run: bool = False) -> dict:
     """Train (or reload) ``method`` on ``task`` with the chapters' ``preset`` settings, measure it, and write
     ``<output_dir>/results/<task>/<method>/metrics.json``. ``reuse_dirs``: chapter output folders whose finished
-    runs are copied in when their metrics say the same preset and task."""
+    runs are copied in when their metrics say the same preset and task. ``data_dir``: the published data folder
+    (each task's test and valid files). ``dry_run``: the paper path at its real shapes for a few steps (CPU)."""
     frontier = get_config(preset)
     if method not in METHODS:
         raise ValueError(f"method={method!r}: expected one of {list(METHODS)}")
     out = resolve_output_dir(output_dir)
     runs_dir = out / "runs" / task
-    files = data_files(task, train_file, valid_file, test_file)
+    files = data_files(task, train_file, valid_file, test_file, data_dir)
     seed_everything(seed)
-    config, splits = shared_split(frontier.method_preset, task, seed, files)
+    config, splits = shared_split(frontier.method_preset, task, seed, files, dry_run)
     adopted = adopt_runs(runs_dir, method, [resolve_output_dir(d) for d in reuse_dirs], frontier.method_preset, task)
     if METHODS[method] in ("dot", "dot_mp"):
+        if dry_run:
+            raise NotImplementedError(f"{method}: the paper dry run covers the autoregressive methods only so far; "
+                                      "pass methods=('no_cot', 'explicit_cot', 'implicit_cot')")
         diffusion = diffusion_config(frontier.method_preset, task, files, len(splits.train), len(splits.test))
         trained = train_diffusion(method, diffusion, splits.test, runs_dir, seed, device, frontier.sc_samples)
     else:
@@ -78,7 +83,8 @@ def run_one(method: str, task: str, preset: str = "tiny", output_dir: str | Path
     seed_everything(seed)
     with torch.no_grad():
         result = measure(trained, splits.test, frontier.eval_batch_size, frontier.throughput_examples, resolve_device(device))
-    metrics = {"method": method, "task": task, "preset": preset, **result, "parameters": trained.parameters,
+    metrics = {"method": method, "task": task, "preset": preset, "dry_run": dry_run, **result,
+               "test_set": baselines.test_set_name(config.baseline, seed), "parameters": trained.parameters,
                "train_sequences": trained.train_sequences, "adopted_runs": adopted,
                "sc_samples": frontier.sc_samples if method.endswith("_sc") else 1}
     write_metrics(resolve_output_dir(out / "results" / task / method), metrics)

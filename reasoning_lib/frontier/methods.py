@@ -40,18 +40,32 @@ class TrainedMethod:
     train_sequences: int  # training sequences seen over all its stages (batch x steps, summed)
 
 
-def data_files(task: str, train_file: str | None, valid_file: str | None, test_file: str | None) -> dict:
-    """The data files of a GSM8K run; multiplication data is generated (one sweep spans several tasks, so a
-    file given for GSM8K must not become a multiplication test set)."""
-    if task != "gsm8k":
-        return {}
-    files = {"train_file": train_file, "valid_file": valid_file, "test_file": test_file}
-    return {k: v for k, v in files.items() if v}
+# the published data's layout (the implicit-CoT repository's data/ folder): one folder per task
+PUBLISHED_FOLDERS = {"4x4": "4_by_4_mult", "5x5": "5_by_5_mult", "gsm8k": "gsm8k"}
+PUBLISHED_FILES = {"train_file": ("train.txt",), "valid_file": ("valid.txt",), "test_file": ("test_bigbench.txt", "test.txt")}
 
 
-def autoregressive_config(preset: str, task: str, files: dict) -> implicit_presets.ImplicitCoTConfig:
+def data_files(task: str, train_file: str | None, valid_file: str | None, test_file: str | None,
+               data_dir: str | None = None) -> dict:
+    """The data files of one task's runs. ``data_dir`` is a folder in the published layout (``4_by_4_mult/``,
+    ``5_by_5_mult/``, ``gsm8k/``): each task then tests on its published test set and validates on its valid set.
+    Single ``*_file`` paths are GSM8K's (one sweep spans several tasks, so a file must not become every task's)."""
+    files = {}
+    folder = Path(data_dir) / PUBLISHED_FOLDERS[task] if data_dir and task in PUBLISHED_FOLDERS else None
+    if folder is not None and folder.is_dir():
+        for key, names in PUBLISHED_FILES.items():
+            found = next((folder / n for n in names if (folder / n).is_file()), None)
+            if found is not None and not (key == "train_file" and task != "gsm8k"):
+                files[key] = str(found)
+    if task == "gsm8k":
+        given = {"train_file": train_file, "valid_file": valid_file, "test_file": test_file}
+        files |= {k: v for k, v in given.items() if v}
+    return files
+
+
+def autoregressive_config(preset: str, task: str, files: dict, dry_run: bool = False) -> implicit_presets.ImplicitCoTConfig:
     """Chapter 2's settings for ``task``: its baseline config trains no-CoT and explicit CoT (the teacher)."""
-    return implicit_presets.get_config(preset, task=task, **files)
+    return implicit_presets.get_config(preset, task=task, dry_run=dry_run, **files)
 
 
 def diffusion_config(preset: str, task: str, files: dict, num_train: int, num_test: int) -> dot.DoTConfig:
@@ -97,9 +111,9 @@ def train_autoregressive(method: str, config, splits, runs_dir: Path, seed: int,
     base = config.baseline
 
     def baseline(name):
-        seed_everything(seed)
-        model, tokenizer, result = baselines.train_baseline(name, splits.train, base, runs_dir / name, seed, device)
-        return model, tokenizer, base.train_config(seed, device, 1, len(splits.train))
+        model, tokenizer, result = baselines.train_baseline(name, splits.train, base, runs_dir / name, seed, device,
+                                                            splits.valid)
+        return model, tokenizer, base.train_config(seed, device, len(splits.train), world_size=1)
 
     if method in baselines.METHODS:
         model, tokenizer, train_config = baseline(method)
@@ -109,24 +123,26 @@ def train_autoregressive(method: str, config, splits, runs_dir: Path, seed: int,
         def answer(problems):
             return [extract_answer(t) for t in generate_text(model, tokenizer, problems, separators, base.max_new_tokens)]
 
-        return TrainedMethod(method, answer, _count(model), train_config.max_steps * train_config.batch_size)
+        return TrainedMethod(method, answer, _count(model), train_config.max_steps * base.batch_size)
 
     teacher, tokenizer, teacher_config = baseline("explicit_cot")
-    stage = config.stage_config(seed, device)
+    stage = config.stage_config(seed, device, len(splits.train), world_size=1)
     seed_everything(seed)
-    student, _ = train_student(teacher, tokenizer, splits.train, base.model, stage, runs_dir / "student", config.delta)
+    student, _ = train_student(teacher, tokenizer, splits.train, base.model, stage, runs_dir / "student", config.delta,
+                               splits.valid, base.pretrained)
     seed_everything(seed)
     emulator, _ = train_emulator(teacher, tokenizer, splits.train, base.model, stage, runs_dir / "emulator", config.delta,
-                                 config.mixture_size, config.mixture_weight)
+                                 config.mixture_size, config.mixture_weight, splits.valid, base.pretrained)
     seed_everything(seed)
-    coupled, _ = train_coupled(emulator, student, tokenizer, splits.train, stage, runs_dir / "coupled", config.fix_emulator)
+    coupled, _ = train_coupled(emulator, student, tokenizer, splits.train, stage, runs_dir / "coupled", config.fix_emulator,
+                               splits.valid)
     coupled.eval()
 
     def answer(problems):
         texts = generate_implicit(coupled.emulator, coupled.student, tokenizer, problems, base.max_new_tokens)
         return [extract_answer(t) for t in texts]
 
-    seen = teacher_config.max_steps * teacher_config.batch_size + 3 * stage.max_steps * stage.batch_size
+    seen = teacher_config.max_steps * base.batch_size + 3 * stage.max_steps * config.batch_size  # global batches
     return TrainedMethod(method, answer, _count(coupled), seen)
 
 

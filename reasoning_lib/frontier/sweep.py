@@ -23,9 +23,10 @@ def runner_notebook() -> Path:
 
 def run_sweep(preset: str = "tiny", output_dir: str | Path = "outputs/08_reasoning_frontier", seed: int = 0,
               device: str = "auto", reuse_dirs: tuple[str, ...] = (), tasks: tuple[str, ...] | None = None,
-              methods: tuple[str, ...] | None = None, force: bool = False, log=print, **files) -> list[dict]:
+              methods: tuple[str, ...] | None = None, force: bool = False, log=print, dry_run: bool = False,
+              **files) -> list[dict]:
     """Execute the runner once per missing (task, method) with papermill and return every run's metrics.
-    ``files``: ``train_file``/``valid_file``/``test_file`` for GSM8K or a published test set."""
+    ``files``: ``train_file``/``valid_file``/``test_file`` for GSM8K, ``data_dir`` for the published test sets."""
     import papermill
 
     overrides = {k: v for k, v in (("tasks", tasks), ("methods", methods)) if v}
@@ -35,7 +36,8 @@ def run_sweep(preset: str = "tiny", output_dir: str | Path = "outputs/08_reasoni
     for task in config.tasks:
         for method in config.methods:
             result = out / "results" / task / method
-            if not force and (result / "metrics.json").is_file() and read_metrics(result).get("preset") == preset:
+            done = (result / "metrics.json").is_file() and read_metrics(result)
+            if not force and done and done.get("preset") == preset and bool(done.get("dry_run")) == dry_run:
                 log(f"{task}/{method}: done before, reading {result / 'metrics.json'}")
                 continue
             log(f"{task}/{method}: running {runner.name} with papermill")
@@ -43,7 +45,7 @@ def run_sweep(preset: str = "tiny", output_dir: str | Path = "outputs/08_reasoni
             executed.parent.mkdir(parents=True, exist_ok=True)
             papermill.execute_notebook(
                 str(runner), str(executed), cwd=str(runner.parent), kernel_name="python3", progress_bar=False,
-                parameters={"method": method, "task": task, "preset": preset, "output_dir": str(out), "seed": seed,
+                parameters={"method": method, "task": task, "preset": preset, "dry_run": dry_run, "output_dir": str(out), "seed": seed,
                             "device": device, "reuse_dirs": ",".join(map(str, reuse_dirs)), **{k: v for k, v in files.items() if v}},
             )
     return collect(out, config)

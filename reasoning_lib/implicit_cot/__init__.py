@@ -18,3 +18,8 @@ __all__ = [
     "encode_pairs", "evaluate_implicit", "evaluate_with_teacher_states", "generate_implicit", "generate_with_teacher_states", "load_coupled",
     "state_mse_per_layer", "train_coupled", "train_emulator", "train_student",
 ]
+from .released import (  # noqa: E402  (the authors' released checkpoints, reference layout)
+    load_released_emulator, load_released_pair, load_released_student, released_tokenizer, save_in_released_layout,
+)
+
+__all__ += ["load_released_emulator", "load_released_pair", "load_released_student", "released_tokenizer", "save_in_released_layout"]

@@ -16,7 +16,8 @@ from pathlib import Path
 from .. import baselines
 from ..chapter import resolve_output_dir
 from ..models import load_saved
-from ..runtime import launch_info, seed_everything
+from ..resources import announce, run_name
+from ..runtime import launch_info, resolve_device, seed_everything
 from ..tokenization import load_tokenizer
 from .persist import load_stage
 from .presets import PRESETS, get_config
@@ -39,37 +40,44 @@ def find_teacher(config, baseline_dir: Path, output_dir: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    parser.add_argument("--dry-run", action="store_true", help="the paper path at its real shapes, a few steps (CPU)")
     parser.add_argument("--stage", required=True, choices=STAGES)
-    parser.add_argument("--task", default=None, help="e.g. 5x5 (default: the preset's)")
-    parser.add_argument("--model", default=None, help="e.g. gpt2-medium (default: the preset's)")
-    parser.add_argument("--train-file", default=None, help="GSM8K: formula-format train file (default: the hub)")
-    parser.add_argument("--valid-file", default=None)
-    parser.add_argument("--test-file", default=None)
+    baselines.add_data_arguments(parser)
     parser.add_argument("--output-dir", default="outputs/02_implicit_cot")
     parser.add_argument("--baseline-dir", default="outputs/01_multiplication_baselines")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
-    config = get_config(args.preset, task=args.task, model=args.model, train_file=args.train_file,
-                        valid_file=args.valid_file, test_file=args.test_file)
+    config = get_config(args.preset, dry_run=args.dry_run, **baselines.data_overrides(args))
     out = resolve_output_dir(args.output_dir)
     seed_everything(args.seed)
     splits = baselines.prepare_data(config.baseline, args.seed)
-    stage = config.stage_config(args.seed, args.device, launch_info().world_size)
+    stage = config.stage_config(args.seed, args.device, len(splits.train))
+    base = config.baseline
+    if args.preset == "paper":  # print the stage's resource plan; on a GPU it does not fit, refuse before training
+        announce(run_name("ch2", args.stage, base.task, base.model), resolve_device(args.device),
+                 launch_info().world_size, stage.batch_size, launch_info().is_main)
     if args.stage == "coupled":
         student, emulator = load_stage(out / "student" / "final"), load_stage(out / "emulator" / "final")
         tokenizer = load_tokenizer(str(out / "student" / "final" / "lm"))
-        _, result = train_coupled(emulator, student, tokenizer, splits.train, stage, out / "coupled", config.fix_emulator)
+        seed_everything(args.seed)
+        _, result = train_coupled(emulator, student, tokenizer, splits.train, stage, out / "coupled", config.fix_emulator,
+                                  splits.valid)
     else:
         teacher_path = find_teacher(config, resolve_output_dir(args.baseline_dir), out)
         teacher, tokenizer = load_saved(str(teacher_path)), load_tokenizer(str(teacher_path))
+        seed_everything(args.seed)  # the same initial weights as the chapter's
         if args.stage == "student":
-            _, result = train_student(teacher, tokenizer, splits.train, config.baseline.model, stage, out / "student", config.delta)
+            _, result = train_student(teacher, tokenizer, splits.train, base.model, stage, out / "student", config.delta,
+                                      splits.valid, base.pretrained)
         else:
-            _, result = train_emulator(teacher, tokenizer, splits.train, config.baseline.model, stage, out / "emulator",
-                                       config.delta, config.mixture_size, config.mixture_weight)
+            _, result = train_emulator(teacher, tokenizer, splits.train, base.model, stage, out / "emulator",
+                                       config.delta, config.mixture_size, config.mixture_weight, splits.valid,
+                                       base.pretrained)
     if launch_info().is_main:
-        print(f"{args.stage}: trained {result.step} steps; final loss {result.history[-1]['loss']:.3f}")
+        best = f"; kept step {result.best['step']} (epoch {result.best['epoch']})" if result.best else ""
+        print(f"{args.stage}: trained {result.steps_trained} steps of {result.step}{best}; "
+              f"final loss {result.final_loss:.3f}")
 
 
 if __name__ == "__main__":

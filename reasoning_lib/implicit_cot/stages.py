@@ -6,16 +6,18 @@ and resumes from its own checkpoints, so a long run can stop after any stage.
 """
 from __future__ import annotations
 
+import hashlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..data import Example, collate, encode_examples
+from ..data import Example, collate, data_digest, encode_examples
 from ..evaluate import EvalResult, decode_generated, evaluate_generator, greedy_generate, prompt_batch
 from ..models import build_model
-from ..runtime import launch_info, resolve_device
+from ..runtime import autocast, launch_info, model_precision, resolve_device
 from ..train import TrainConfig, TrainResult, train
 from .modules import ImplicitCoT, MindReadingStudent, ThoughtEmulator, emulator_loss, mixture_loss
 from .persist import load_stage, save_stage
@@ -50,27 +52,59 @@ def _teacher_batch_states(teacher, batch: dict, delta) -> torch.Tensor:
     return teacher_states(teacher, batch["cot_input_ids"], batch["sep"], batch["cot_end"], delta)
 
 
-def _run_stage(module, tokenizer, examples, train_config: TrainConfig, loss_fn: Callable, output_dir: Path) -> TrainResult:
+def fingerprint(*modules: torch.nn.Module) -> str:
+    """A short hash of some of every parameter's values: tells a stage that the model it builds on changed."""
+    digest = hashlib.sha256()
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            digest.update(name.encode() + tensor.detach().float().flatten()[:16].cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _run_stage(module, tokenizer, examples, train_config: TrainConfig, loss_fn: Callable, output_dir: Path,
+               settings: dict, validate: Callable | None = None) -> TrainResult:
     dataset = encode_pairs(tokenizer, examples)
-    return train(module, dataset, train_config, lambda b: collate_pairs(b, tokenizer.pad_token_id), loss_fn, output_dir)
+    settings = {**settings, "train_data": data_digest(examples)}
+    return train(module, dataset, train_config, lambda b: collate_pairs(b, tokenizer.pad_token_id), loss_fn, output_dir,
+                 settings=settings, validate=validate if train_config.validate_every else None)
+
+
+def _save_if_trained(result: TrainResult, folders: dict, tokenizer) -> None:
+    if launch_info().is_main and (result.steps_trained or not all((f / "implicit_cot.json").is_file() for f in folders)):
+        for folder, module in folders.items():
+            save_stage(module, folder, tokenizer)
 
 
 def train_student(
     teacher: PreTrainedModel, tokenizer, examples: list[Example], model: str, train_config: TrainConfig,
-    output_dir: str | Path, delta: str | int = "dynamic",
+    output_dir: str | Path, delta: str | int = "dynamic", valid_examples: list[Example] | None = None,
+    pretrained: bool = True,
 ) -> tuple[MindReadingStudent, TrainResult]:
-    """Stage 1a: a fresh student learns to answer from the teacher's diagonal states."""
-    student = MindReadingStudent(build_model(model, tokenizer=tokenizer))
+    """Stage 1a: a fresh student learns to answer from the teacher's diagonal states. With validation
+    (``train_config.validate_every``) the epoch of best accuracy on ``valid_examples`` is kept."""
+    student = MindReadingStudent(build_model(model, tokenizer=tokenizer, pretrained=pretrained))
     check_fits(teacher, student.lm, tokenizer)
     teacher.to(resolve_device(train_config.device)).requires_grad_(False)
 
     def loss_fn(wrapped, batch):
         return wrapped(batch["input_ids"], batch["sep"], _teacher_batch_states(teacher, batch, delta), labels=batch["labels"]).loss
 
-    result = _run_stage(student, tokenizer, examples, train_config, loss_fn, Path(output_dir))
-    if launch_info().is_main:
-        save_stage(student, Path(output_dir) / "final", tokenizer)
+    def validate(module):
+        return evaluate_with_teacher_states(teacher, module, tokenizer, valid_examples, delta, batch_size=64).accuracy
+
+    settings = {"stage": "student", "model": model, "pretrained": pretrained, "delta": delta, "teacher": fingerprint(teacher)}
+    result = _run_stage(student, tokenizer, examples, train_config, loss_fn, Path(output_dir), settings,
+                        _needs(valid_examples, validate, train_config))
+    _save_if_trained(result, {Path(output_dir) / "final": student}, tokenizer)
     return student, result
+
+
+def _needs(valid_examples, validate, train_config: TrainConfig):
+    if not train_config.validate_every:
+        return None
+    if not valid_examples:
+        raise ValueError("this stage validates each epoch (select_best): pass valid_examples (the valid split)")
+    return validate
 
 
 def mixture_targets(batch: dict, num_layers: int, delta, offset: int = 0) -> torch.Tensor:
@@ -82,9 +116,11 @@ def mixture_targets(batch: dict, num_layers: int, delta, offset: int = 0) -> tor
 def train_emulator(
     teacher: PreTrainedModel, tokenizer, examples: list[Example], model: str, train_config: TrainConfig,
     output_dir: str | Path, delta: str | int = "dynamic", mixture_size: int = 1, mixture_weight: float = 1.0,
+    valid_examples: list[Example] | None = None, pretrained: bool = True,
 ) -> tuple[ThoughtEmulator, TrainResult]:
-    """Stage 1b: a fresh emulator learns to predict the teacher's states from the question alone."""
-    emulator = ThoughtEmulator(build_model(model, tokenizer=tokenizer), mixture_size=mixture_size)
+    """Stage 1b: a fresh emulator learns to predict the teacher's states from the question alone. With validation
+    the epoch of lowest state error on ``valid_examples`` is kept."""
+    emulator = ThoughtEmulator(build_model(model, tokenizer=tokenizer, pretrained=pretrained), mixture_size=mixture_size)
     check_fits(teacher, emulator.lm, tokenizer)
     if mixture_size > 1 and mixture_size < len(tokenizer):
         raise ValueError(f"a supervised mixture needs one component per token: mixture_size={mixture_size} < {len(tokenizer)}")
@@ -98,26 +134,37 @@ def train_emulator(
             loss = loss + mixture_weight * mixture_loss(out.mixture_logits, targets)
         return loss
 
-    result = _run_stage(emulator, tokenizer, examples, train_config, loss_fn, Path(output_dir))
-    if launch_info().is_main:
-        save_stage(emulator, Path(output_dir) / "final", tokenizer)
+    def validate(module):
+        return sum(state_mse_per_layer(module, teacher, tokenizer, valid_examples, delta))
+
+    settings = {"stage": "emulator", "model": model, "pretrained": pretrained, "delta": delta,
+                "mixture_size": mixture_size, "mixture_weight": mixture_weight, "teacher": fingerprint(teacher)}
+    result = _run_stage(emulator, tokenizer, examples, replace(train_config, select="min"), loss_fn, Path(output_dir),
+                        settings, _needs(valid_examples, validate, train_config))
+    _save_if_trained(result, {Path(output_dir) / "final": emulator}, tokenizer)
     return emulator, result
 
 
 def train_coupled(
     emulator: ThoughtEmulator, student: MindReadingStudent, tokenizer, examples: list[Example],
     train_config: TrainConfig, output_dir: str | Path, fix_emulator: bool = False,
+    valid_examples: list[Example] | None = None,
 ) -> tuple[ImplicitCoT, TrainResult]:
-    """Stage 2: the student reads the emulator's predictions; both trained on answer cross-entropy only."""
+    """Stage 2: the student reads the emulator's predictions; both trained on answer cross-entropy only. With
+    validation the epoch of best accuracy on ``valid_examples`` is kept."""
+    settings = {"stage": "coupled", "fix_emulator": fix_emulator, "start": fingerprint(emulator, student)}
     coupled = ImplicitCoT(emulator, student, fix_emulator=fix_emulator)
 
     def loss_fn(wrapped, batch):
         return wrapped(batch["input_ids"], batch["sep"], labels=batch["labels"]).loss
 
-    result = _run_stage(coupled, tokenizer, examples, train_config, loss_fn, Path(output_dir))
-    if launch_info().is_main:
-        save_stage(coupled.emulator, Path(output_dir) / "final" / "emulator", tokenizer)
-        save_stage(coupled.student, Path(output_dir) / "final" / "student", tokenizer)
+    def validate(module):
+        return evaluate_implicit(module.emulator, module.student, tokenizer, valid_examples, batch_size=64).accuracy
+
+    result = _run_stage(coupled, tokenizer, examples, train_config, loss_fn, Path(output_dir), settings,
+                        _needs(valid_examples, validate, train_config))
+    final = Path(output_dir) / "final"
+    _save_if_trained(result, {final / "emulator": coupled.emulator, final / "student": coupled.student}, tokenizer)
     return coupled, result
 
 
@@ -176,7 +223,7 @@ def evaluate_implicit(
     student.eval()
     return evaluate_generator(
         lambda chunk: generate_implicit(emulator, student, tokenizer, chunk, max_new_tokens),
-        examples, batch_size, next(student.parameters()).device,
+        examples, batch_size, next(student.parameters()).device, precision=model_precision(student.lm),
     )
 
 
@@ -188,7 +235,7 @@ def evaluate_with_teacher_states(
     student.eval()
     return evaluate_generator(
         lambda chunk: generate_with_teacher_states(teacher, student, tokenizer, chunk, delta, max_new_tokens),
-        examples, batch_size, next(student.parameters()).device,
+        examples, batch_size, next(student.parameters()).device, precision=model_precision(student.lm),
     )
 
 
@@ -205,7 +252,8 @@ def state_mse_per_layer(
     pairs = encode_pairs(tokenizer, examples)
     for start in range(0, len(pairs), batch_size):
         batch = {k: v.to(device) for k, v in collate_pairs(pairs[start : start + batch_size], tokenizer.pad_token_id).items()}
-        target = _teacher_batch_states(teacher, batch, delta)
-        predicted = emulator(batch["input_ids"], batch["sep"]).states
-        totals += (predicted - target).pow(2).mean(dim=2).sum(dim=0)
+        with autocast(device, model_precision(emulator.lm)):
+            target = _teacher_batch_states(teacher, batch, delta)
+            predicted = emulator(batch["input_ids"], batch["sep"]).states
+        totals += (predicted.float() - target.float()).pow(2).mean(dim=2).sum(dim=0)
     return (totals / len(examples)).tolist()

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..config import check_choice, check_positive, from_preset
+from ..run_settings import train_settings
 from ..runtime import launch_info
 from ..train import TrainConfig, TrainResult, finished_run, mark_finished, read_log, train
 from .graph import build_graph
@@ -37,7 +38,8 @@ class SEDDRunConfig:
     cond_dim: int = 64
     dropout: float = 0.0
     max_steps: int = 2000
-    batch_size: int = 64
+    batch_size: int = 64  # global: sequences per optimizer step over all processes
+    micro_batch_size: int | None = None  # per process and forward pass (memory); None: the whole per-process share
     lr: float = 1e-3
     warmup_steps: int = 100
     ema: float = 0.999
@@ -59,11 +61,12 @@ class SEDDRunConfig:
                           n_heads=self.n_heads, cond_dim=self.cond_dim, length=self.length, dropout=self.dropout,
                           scale_by_sigma=self.graph == "absorb")
 
-    def train_config(self, seed: int, device: str, world_size: int = 1) -> TrainConfig:
-        return TrainConfig(
-            max_steps=self.max_steps, batch_size=max(1, self.batch_size // world_size), lr=self.lr, weight_decay=0.0,
-            warmup_steps=min(self.warmup_steps, self.max_steps - 1), schedule=self.schedule, max_grad_norm=1.0, seed=seed,
-            device=device, log_every=max(1, min(25, self.max_steps // 40)), checkpoint_every=max(100, self.max_steps // 10),
+    def train_config(self, seed: int, device: str, world_size: int | None = None) -> TrainConfig:
+        """The shared loop's settings: the global batch cut into micro-batches over processes and accumulation."""
+        return train_settings(
+            global_batch=self.batch_size, micro_batch_size=self.micro_batch_size, steps=self.max_steps,
+            world_size=world_size, lr=self.lr, weight_decay=0.0, warmup_steps=self.warmup_steps,
+            schedule=self.schedule, max_grad_norm=1.0, seed=seed, device=device,
         )
 
 
@@ -76,7 +79,7 @@ PRESETS = {
     # warm-up steps and no decay, EMA 0.9999, 400k steps as the paper trained (maintainer, issue #6).
     "paper": SEDDRunConfig(corpus="openwebtext", tokenizer="gpt2", num_sequences=8_000_000, length=1024,
                            hidden_size=768, n_blocks=12, n_heads=12, cond_dim=128, dropout=0.1, max_steps=400_000,
-                           batch_size=512, lr=3e-4, warmup_steps=2500, ema=0.9999, sample_steps=128, num_samples=8),
+                           batch_size=512, micro_batch_size=16, lr=3e-4, warmup_steps=2500, ema=0.9999, sample_steps=128, num_samples=8),
 }
 
 
@@ -137,7 +140,7 @@ def train_sedd(config: SEDDRunConfig, sequences, num_states: int, output_dir: st
     torch.manual_seed(seed)
     container = SEDDWithEMA(init if init is not None else SEDD(config.model_config(num_states)), config.ema)
     result: TrainResult = train(
-        container, rows, config.train_config(seed, device, launch_info().world_size), _collate,
+        container, rows, config.train_config(seed, device), _collate,
         SEDDObjective(graph, noise), output_dir=folder, on_step=lambda step, loss: container.ema.update(container.model),
     )
     model = container.model

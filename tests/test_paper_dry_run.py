@@ -1,0 +1,96 @@
+"""The paper dry run: chapters 1 and 2 at their ``paper`` presets on a CPU, at the real shapes.
+
+GPT-2 small (random init) comes from a local cache in the hub's exact layout with GPT-2's real byte-level BPE,
+so ``"gpt2"`` resolves as on a machine with internet. Every stage is first trained data-parallel by a 2-process
+gloo ``torchrun``, as a researcher on a GPU box would; the chapters then run with papermill and must reload
+every model without training a step, evaluate, draw and write their metrics."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import papermill
+import pytest
+import yaml
+
+from hub_layout import add_gpt2, gpt2_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+CH1, CH2 = "01_multiplication_baselines", "02_implicit_cot"
+
+
+def _run(command: list[str], env: dict, timeout: int = 1200) -> subprocess.CompletedProcess:
+    run = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    assert run.returncode == 0, f"{' '.join(command)} failed:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
+    return run
+
+
+@pytest.fixture(scope="module")
+def paper_book(tmp_path_factory):
+    """A book copy whose chapters 1 and 2 ran at ``paper`` with ``dry_run``, after torchrun trained their stages."""
+    gpt2_tokenizer()  # skip the module when ../shared is absent
+    book = tmp_path_factory.mktemp("paper_book")
+    cache = book / "hub"
+    add_gpt2(cache)
+    for name in ("_toc.yml", "book"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, book / name)
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    (book / "_config.yml").write_text(yaml.safe_dump(config))
+    (book / "notebooks").mkdir()
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    out1, out2 = book / "outputs" / CH1, book / "outputs" / CH2
+    launcher = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    torchrun = [launcher, "--standalone", "--nproc_per_node=2", "-m"]
+    printed = {}
+    for method in ("no_cot", "explicit_cot"):
+        printed[method] = _run(torchrun + ["reasoning_lib.baselines", "--preset", "paper", "--dry-run", "--method", method,
+                                           "--output-dir", str(out1)], env).stdout
+    for stage in ("student", "emulator", "coupled"):
+        printed[stage] = _run(torchrun + ["reasoning_lib.implicit_cot", "--preset", "paper", "--dry-run", "--stage", stage,
+                                          "--baseline-dir", str(out1), "--output-dir", str(out2)], env).stdout
+    previous = os.environ.get("HF_HUB_CACHE")
+    os.environ["HF_HUB_CACHE"] = str(cache)  # the papermill kernels inherit it
+    try:
+        for name, parameters in ((CH1, {}), (CH2, {"baseline_dir": str(out1)})):
+            papermill.execute_notebook(
+                str(ROOT / "notebooks" / f"{name}.ipynb"), str(book / "notebooks" / f"{name}.ipynb"),
+                cwd=str(book / "notebooks"), kernel_name="python3", progress_bar=False,
+                parameters={"preset": "paper", "dry_run": True, "output_dir": str(book / "outputs" / name), **parameters},
+            )
+    finally:
+        os.environ.pop("HF_HUB_CACHE") if previous is None else os.environ.__setitem__("HF_HUB_CACHE", previous)
+    return book, printed
+
+
+@pytest.mark.slow
+@pytest.mark.notebook
+def test_torchrun_stages_train_the_published_global_batch(paper_book):
+    book, printed = paper_book
+    # 64 dry-run problems, global batch 32 (4 per process x 4 accumulation steps on 2 processes): 2 steps
+    assert "explicit_cot: trained 2 steps" in printed["explicit_cot"], printed["explicit_cot"][-1500:]
+    for stage in ("student", "emulator", "coupled"):
+        assert f"{stage}: trained 2 steps of 2" in printed[stage], printed[stage][-1500:]
+    record = json.loads((book / "outputs" / CH2 / "student" / "run.json").read_text())
+    assert record["finished"] and record["identity"]["loop"]["global_batch"] == 32
+    assert record["identity"]["loop"]["num_examples"] == 64 and record["examples_seen"] == 64
+    assert record["best"]["epoch"] == 1.0, "the paper keeps the best epoch on valid"
+
+
+@pytest.mark.slow
+@pytest.mark.notebook
+def test_chapters_reload_the_torchrun_models_without_training(paper_book):
+    book, _ = paper_book
+    ch1 = json.loads((book / "outputs" / CH1 / "metrics.json").read_text())
+    ch2 = json.loads((book / "outputs" / CH2 / "metrics.json").read_text())
+    for metrics in (ch1, ch2):
+        assert metrics["preset"] == "paper" and metrics["dry_run"] is True and metrics["task"] == "4x4"
+        assert metrics["test_set"].startswith("generated 4x4 split")
+        for method in ("no_cot", "explicit_cot"):
+            assert 0 <= metrics[f"{method}.accuracy"] <= 1 and metrics[f"{method}.throughput"] > 0
+    assert ch1["no_cot.steps_trained_now"] == ch1["explicit_cot.steps_trained_now"] == 0
+    assert [ch2[f"{s}.steps_trained_now"] for s in ("student", "emulator", "coupled")] == [0, 0, 0]
+    assert 0 <= ch2["implicit_cot.accuracy"] <= 1 and len(ch2["emulator.state_mse_per_layer"]) == 12  # GPT-2 small
+    assert not (book / "outputs" / CH2 / "baselines").exists(), "chapter 2 should reuse chapter 1's torchrun models"
+    assert (book / "outputs" / CH1 / "accuracy_vs_throughput.json").is_file()
