@@ -1,4 +1,4 @@
-"""Run every ``benchmarks/bench_*.py`` and record what they print in ``benchmarks/RESULTS.md``.
+"""Run every ``benchmarks/bench_*.py`` and ``gpu_check.py``, and record what they print in ``benchmarks/RESULTS.md``.
 
 Usage: ``python benchmarks/run_all.py [--quick] [--only mfu sedd ...] [--timeout SECONDS] [--results PATH]``.
 
@@ -37,6 +37,7 @@ QUICK_ARGS = {
     "mfu": ["--quick"],
     "sedd": ["--scale", "tiny", "--steps", "3"],
     "train": ["--quick"],
+    "gpu_check": ["--quick"],
 }
 
 # Run in a child process so that this one never initialises CUDA (it would hold GPU memory while benchmarks run).
@@ -67,7 +68,8 @@ class Outcome:
 
 def discover() -> dict[str, Path]:
     """Benchmark scripts by short name ('mfu' for bench_mfu.py), sorted."""
-    return {path.stem.removeprefix("bench_"): path for path in sorted(HERE.glob("bench_*.py"))}
+    found = sorted(HERE.glob("bench_*.py")) + [HERE / "gpu_check.py"]  # gpu_check: the paper models vs their plans
+    return {path.stem.removeprefix("bench_"): path for path in found}
 
 
 def select(scripts: dict[str, Path], only: list[str] | None) -> dict[str, Path]:

@@ -131,3 +131,18 @@ def test_bench_mfu_quick_on_cpu_prints_a_table():
     assert len(rows) == 4
     assert sum("n/a (no CUDA)" in row for row in rows) == 2  # the two SDPA rows were timed
     assert sum("skipped" in row for row in rows) == 2  # flash-attn needs CUDA
+
+
+def test_gpu_check_quick_on_cpu_checks_every_paper_model_against_its_plan():
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_check.py"), "--quick", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    gpu_check = _load("gpu_check")
+    rows = {line.split("|")[1].strip(): line for line in done.stdout.splitlines()
+            if line.startswith("| ch") and "sdpa" in line}
+    assert set(rows) == set(gpu_check.CASES), f"a paper model was not timed: {sorted(set(gpu_check.CASES) - set(rows))}"
+    for name, row in rows.items():
+        cells = [c.strip() for c in row.split("|")[1:-1]]
+        assert float(cells[3]) > 0 and float(cells[7]) > 0, f"{name}: no time or no planned memory: {row}"
+    assert "chapters' paper dry runs: skipped without CUDA" in done.stdout

@@ -219,3 +219,18 @@ def test_gpt2_bpe_checkpoint_round_trip(tmp_path, examples):
     _assert_same_tensors(student, student2)
     before = generate_implicit(emulator, student, tokenizer, examples[:3], max_new_tokens=6)
     assert before == generate_implicit(emulator2, student2, tokenizer, examples[:3], max_new_tokens=6)
+
+
+def test_chapter_two_evaluates_a_released_pair_like_the_original(tmp_path, examples):
+    """``evaluate_released`` (chapter 2's ``released_dir``) on a pair written in the authors' layout answers as the
+    original modules do, with the tokenizer its config names."""
+    from reasoning_lib.implicit_cot import evaluate_implicit, evaluate_released
+
+    tokenizer = _gpt2_tokenizer(tmp_path / "tokenizer")
+    base = _base_folder(tmp_path / "gpt2-tiny", tokenizer)
+    emulator, student = _pair(base, mixture_size=1, temperature=0.05)
+    for module, name in ((emulator, "emulator"), (student, "student")):
+        save_in_released_layout(module, tmp_path / "released" / name, str(base), tokenizer_name=str(tmp_path / "tokenizer"))
+    released = evaluate_released(tmp_path / "released", examples[:4], device="cpu", max_new_tokens=6)
+    original = evaluate_implicit(emulator, student, tokenizer, examples[:4], batch_size=1, max_new_tokens=6)
+    assert released.predictions == original.predictions and released.num_examples == 4

@@ -71,7 +71,9 @@ def run_one(method: str, task: str, preset: str = "tiny", output_dir: str | Path
     files = data_files(task, train_file, valid_file, test_file, data_dir)
     seed_everything(seed)
     config, splits = shared_split(frontier.method_preset, task, seed, files, dry_run)
-    adopted = adopt_runs(runs_dir, method, [resolve_output_dir(d) for d in reuse_dirs], frontier.method_preset, task)
+    test_set = baselines.test_set_name(config.baseline, seed)
+    adopted = adopt_runs(runs_dir, method, [resolve_output_dir(d) for d in reuse_dirs], frontier.method_preset, task,
+                         dry_run, test_set)
     if METHODS[method] in ("dot", "dot_mp"):
         if dry_run:
             raise NotImplementedError(f"{method}: the paper dry run covers the autoregressive methods only so far; "
@@ -84,7 +86,7 @@ def run_one(method: str, task: str, preset: str = "tiny", output_dir: str | Path
     with torch.no_grad():
         result = measure(trained, splits.test, frontier.eval_batch_size, frontier.throughput_examples, resolve_device(device))
     metrics = {"method": method, "task": task, "preset": preset, "dry_run": dry_run, **result,
-               "test_set": baselines.test_set_name(config.baseline, seed), "parameters": trained.parameters,
+               "test_set": test_set, "parameters": trained.parameters,
                "train_sequences": trained.train_sequences, "adopted_runs": adopted,
                "sc_samples": frontier.sc_samples if method.endswith("_sc") else 1}
     write_metrics(resolve_output_dir(out / "results" / task / method), metrics)

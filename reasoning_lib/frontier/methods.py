@@ -74,17 +74,20 @@ def diffusion_config(preset: str, task: str, files: dict, num_train: int, num_te
     return dot.get_config(preset, task=task, num_train=num_train, num_test=num_test, **files)
 
 
-def adopt_runs(runs_dir: Path, method: str, candidates: list[Path], preset: str, task: str) -> list[str]:
+def adopt_runs(runs_dir: Path, method: str, candidates: list[Path], preset: str, task: str, dry_run: bool = False,
+               test_set: str | None = None) -> list[str]:
     """Copy finished runs of ``method`` from chapter output folders whose metrics.json says they used the same
-    preset and task (the trainers then reload them; their own checks refuse a run with other settings).
-    Returns the folders copied. Only the newest checkpoint of each run is copied."""
+    preset, task, dry run and test set (the test set decides which problems training excluded; the trainers then
+    reload the runs, and their run records refuse one with other settings). Returns the folders copied. Only the
+    newest checkpoint (and the kept best weights) of each run is copied."""
     copied = []
     eligible = []
     for folder in candidates:
         folder = Path(folder)
         if (folder / "metrics.json").is_file():
             recorded = read_metrics(folder)
-            if recorded.get("preset") == preset and recorded.get("task") == task:
+            same = (recorded.get("preset"), recorded.get("task"), bool(recorded.get("dry_run"))) == (preset, task, dry_run)
+            if same and (test_set is None or recorded.get("test_set") == test_set):
                 eligible.append(folder)
     for name in RUN_FOLDERS[METHODS[method]]:
         target = runs_dir / name

@@ -19,7 +19,8 @@ __all__ = [
     "state_mse_per_layer", "train_coupled", "train_emulator", "train_student",
 ]
 from .released import (  # noqa: E402  (the authors' released checkpoints, reference layout)
-    load_released_emulator, load_released_pair, load_released_student, released_tokenizer, save_in_released_layout,
+    evaluate_released, load_released_emulator, load_released_pair, load_released_student, released_tokenizer,
+    save_in_released_layout,
 )
 
-__all__ += ["load_released_emulator", "load_released_pair", "load_released_student", "released_tokenizer", "save_in_released_layout"]
+__all__ += ["evaluate_released", "load_released_emulator", "load_released_pair", "load_released_student", "released_tokenizer", "save_in_released_layout"]

@@ -331,3 +331,17 @@ __all__ = [
     "build_base_model", "key_table", "load_released_emulator", "load_released_pair", "load_released_student",
     "read_released_config", "read_state_dict", "released_tokenizer", "save_in_released_layout",
 ]
+
+
+def evaluate_released(folder: str | Path, examples, device: str = "auto", base_model: str | None = None,
+                      batch_size: int = 1, max_new_tokens: int = 128):
+    """Accuracy and throughput of the released (emulator, student) pair in ``folder`` on ``examples`` (chapter 2's
+    ``released_dir``); the test problems should be the reference's (``test_bigbench.txt``) for its numbers."""
+    from ..runtime import resolve_device
+    from .stages import evaluate_implicit
+
+    emulator, student = load_released_pair(folder, base_model)
+    config = read_released_config(Path(folder) / "student", base_model)
+    target = resolve_device(device)
+    return evaluate_implicit(emulator.to(target), student.to(target), released_tokenizer(config.tokenizer_name),
+                             examples, batch_size, max_new_tokens)
