@@ -230,10 +230,7 @@ def train(
     tracker = make_tracker(output_dir, config.tracking, is_main=ctx.is_main, resume_step=step or None,
                            settings=identity) if output_dir is not None else Tracker()
 
-    # A model whose loss never reaches some parameters (the implicit-CoT emulator's last block) says so.
-    unused = getattr(model, "has_unused_parameters", False)
-    wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                      find_unused_parameters=unused) if ctx.enabled else model
+    wrapped = ddp_wrap(model, device) if ctx.enabled else model
     sampler = BatchSampler(len(dataset), config.batch_size, config.seed, ctx, config.grad_accum_steps)
     best = _Best(output_dir, config, len(dataset), sampler.global_batch) if validate is not None else None
     validation: list[dict] = []
@@ -288,6 +285,15 @@ def train(
     model.eval()
     return TrainResult(model=model, history=history, step=step, steps_trained=step - first_step, best=chosen,
                        validation=validation)
+
+
+def ddp_wrap(model: torch.nn.Module, device: torch.device) -> DistributedDataParallel:
+    """``model`` under DDP. A model whose loss never reaches some parameters (the implicit-CoT emulator's last block)
+    says so (``has_unused_parameters``); one whose buffers every rank updates alike (an EMA of the all-reduced
+    weights) says ``broadcast_buffers = False``, so they are not sent from rank 0 at every step."""
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=getattr(model, "has_unused_parameters", False),
+                                   broadcast_buffers=getattr(model, "broadcast_buffers", True))
 
 
 def _reload_finished(model: torch.nn.Module, output_dir: Path, record: dict, config: TrainConfig) -> TrainResult:

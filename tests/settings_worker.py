@@ -2,6 +2,7 @@
 batch through ``run_settings.train_settings``; rank 0 saves the weights and the per-process split it used."""
 import json
 import sys
+from pathlib import Path
 
 from safetensors.torch import save_file
 
@@ -26,4 +27,4 @@ if launch_info().is_main:
     save_file({k: v.contiguous() for k, v in result.model.state_dict().items() if "lm_head" not in k}, f"{out}/weights.safetensors")
     split = {"batch_size": config.batch_size, "grad_accum_steps": config.grad_accum_steps, "steps": result.step,
              "steps_trained": result.steps_trained}
-    (__import__("pathlib").Path(out) / "split.json").write_text(json.dumps(split))
+    (Path(out) / "split.json").write_text(json.dumps(split))

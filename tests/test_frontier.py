@@ -103,3 +103,18 @@ def test_the_sweep_runner_notebook_has_one_parameters_cell_and_no_outputs():
     cells = nbformat.read(runner, as_version=4).cells
     assert sum("parameters" in c.metadata.get("tags", []) for c in cells) == 1
     assert all(not c.get("outputs") for c in cells if c.cell_type == "code")
+
+
+def test_each_task_of_a_sweep_finds_its_own_published_files(tmp_path):
+    for folder, names in (("4_by_4_mult", ("test_bigbench.txt", "valid.txt")), ("gsm8k", ("test.txt", "valid.txt"))):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            (tmp_path / folder / name).write_text("")
+    four = frontier.data_files("4x4", None, None, None, data_dir=str(tmp_path))
+    assert four == {"test_file": str(tmp_path / "4_by_4_mult" / "test_bigbench.txt"),
+                    "valid_file": str(tmp_path / "4_by_4_mult" / "valid.txt")}
+    assert frontier.data_files("3x3", None, None, None, data_dir=str(tmp_path)) == {}, "no published 3x3 files"
+    gsm8k = frontier.data_files("gsm8k", "aug.txt", None, None, data_dir=str(tmp_path))
+    assert gsm8k == {"test_file": str(tmp_path / "gsm8k" / "test.txt"), "valid_file": str(tmp_path / "gsm8k" / "valid.txt"),
+                     "train_file": "aug.txt"}
+    assert frontier.data_files("4x4", None, None, "gsm8k_test.txt") == {}, "a GSM8K file never becomes 4x4's test set"

@@ -4,7 +4,8 @@ GPT-2 small (random init) comes from a local cache in the hub's exact layout wit
 so ``"gpt2"`` resolves as on a machine with internet; the data are the published 4x4 valid and BIG-bench test
 files. Every stage is first trained data-parallel by a 2-process gloo ``torchrun``, as a researcher on a GPU box
 would; the chapters then run with papermill and must reload every model without training a step, evaluate, draw
-and write their metrics. Chapter 8 measures the autoregressive methods on the same runs."""
+and write their metrics. Chapter 8 measures the autoregressive methods on the same runs, and trains and measures
+DoT and DoT-MP from sedd-small's config (its dry run also cuts DoT's global batch: see ``dot.presets.DRY_RUN``)."""
 import json
 import os
 import shutil
@@ -16,12 +17,13 @@ import papermill
 import pytest
 import yaml
 
-from hub_layout import add_gpt2, gpt2_tokenizer
+from hub_layout import add_gpt2, add_sedd_small, gpt2_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 CH1, CH2, CH8 = "01_multiplication_baselines", "02_implicit_cot", "08_reasoning_frontier"
 PUBLISHED = ROOT.parent / "shared" / "data" / "implicit_cot"
 AUTOREGRESSIVE = ["no_cot", "explicit_cot", "implicit_cot"]
+DIFFUSION = ["dot", "dot_mp"]  # fine-tuning sedd-small (random init at its config) on 128-token canvases
 
 
 def _run(command: list[str], env: dict, timeout: int = 1200) -> subprocess.CompletedProcess:
@@ -40,6 +42,7 @@ def paper_book(tmp_path_factory):
     book = tmp_path_factory.mktemp("paper_book")
     cache = book / "hub"
     add_gpt2(cache)
+    add_sedd_small(cache)
     for name in ("_toc.yml", "book"):
         (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, book / name)
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -59,7 +62,7 @@ def paper_book(tmp_path_factory):
     previous = os.environ.get("HF_HUB_CACHE")
     os.environ["HF_HUB_CACHE"] = str(cache)  # the papermill kernels inherit it
     try:
-        ch8 = {"tasks": ["4x4"], "methods": AUTOREGRESSIVE, "data_dir": str(PUBLISHED), "reuse_dirs": f"{out1},{out2}"}
+        ch8 = {"tasks": ["4x4"], "methods": AUTOREGRESSIVE + DIFFUSION, "data_dir": str(PUBLISHED), "reuse_dirs": f"{out1},{out2}"}
         for name, parameters in ((CH1, files), (CH2, {"baseline_dir": str(out1), **files}), (CH8, ch8)):
             papermill.execute_notebook(
                 str(ROOT / "notebooks" / f"{name}.ipynb"), str(book / "notebooks" / f"{name}.ipynb"),
@@ -118,3 +121,6 @@ def test_the_capstone_measures_the_chapters_runs_on_the_published_test_set(paper
         result = json.loads((book / "outputs" / CH8 / "results" / "4x4" / method / "metrics.json").read_text())
         assert result["adopted_runs"], f"{method}: the capstone should adopt chapters 1 and 2's finished runs"
     assert metrics["4x4.implicit_cot.parameters"] > 300e6, "emulator + student at GPT-2 small's shapes"
+    for method in DIFFUSION:
+        assert 0 <= metrics[f"4x4.{method}.accuracy"] <= 1
+        assert metrics[f"4x4.{method}.parameters"] > 160e6, "sedd-small's shapes"

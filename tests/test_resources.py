@@ -267,3 +267,20 @@ def test_cli_markdown_detail_and_gpu(plans, capsys):
     with pytest.raises(SystemExit):
         main(["--run", "no_such_run"])
     assert "ch3_sedd_small_owt" in capsys.readouterr().err
+
+
+def test_a_trainer_prints_its_plan_recut_for_the_launch_and_a_gpu_refuses_what_does_not_fit(monkeypatch, capsys):
+    from reasoning_lib.resources import runs as announcing
+    from reasoning_lib.resources import run_name
+
+    assert run_name("ch1", "explicit_cot", "4x4") == "ch1_explicit_cot_4x4"
+    assert run_name("ch2", "student", "5x5", "gpt2-medium") == "ch8_student_5x5_gpt2-medium"
+    plan = announcing.announce("ch1_explicit_cot_4x4", "cpu", processes=2, micro_batch=8)
+    assert (plan.processes, plan.micro_batch, plan.grad_accum) == (2, 8, 2)
+    assert "global 32 = 2 processes x micro 8 x accum 2" in capsys.readouterr().out
+    assert announcing.announce("ch1_no_such_run", "cpu", 1, 1) is None
+    assert "no paper plan named 'ch1_no_such_run'" in capsys.readouterr().out
+    asked = []
+    monkeypatch.setattr(announcing, "check_fits", lambda p, use_cuda: asked.append((p.name, use_cuda)))
+    announcing.announce("ch3_sedd_small_owt", "cuda:0", processes=8, micro_batch=16, is_main=False)
+    assert asked == [("ch3_sedd_small_owt", True)], "on a GPU the plan is checked against the device's memory"

@@ -178,7 +178,9 @@ def test_the_baselines_command_line_is_reproducible_from_its_seed(tmp_path):
 def test_the_baselines_command_line_takes_the_chapter_data_options(tmp_path):
     from reasoning_lib.data import write_examples
 
-    parser = __import__("argparse").ArgumentParser()
+    import argparse
+
+    parser = argparse.ArgumentParser()
     baselines.add_data_arguments(parser)
     args = parser.parse_args(["--model", "gpt2-medium", "--task", "5x5", "--test-file", "t.txt", "--valid-file", "v.txt"])
     assert baselines.data_overrides(args) == {"task": "5x5", "model": "gpt2-medium", "valid_file": "v.txt",
@@ -192,3 +194,23 @@ def test_the_baselines_command_line_takes_the_chapter_data_options(tmp_path):
     empty.write_text("")
     with pytest.raises(ValueError, match="empty.txt holds no examples"):
         baselines.prepare_data(baselines.get_config("smoke", test_file=str(empty)), seed=0)
+
+
+def test_ddp_broadcasts_no_ema_buffers(tmp_path):
+    """SEDD's EMA shadows are buffers that every rank updates alike: DDP must not send them from rank 0 each step."""
+    import torch.distributed as dist
+
+    from reasoning_lib.sedd import SEDD
+    from reasoning_lib.sedd.model import DDiTConfig
+    from reasoning_lib.sedd.training import SEDDWithEMA
+    from reasoning_lib.tokenization import build_digit_tokenizer
+    from reasoning_lib.train import ddp_wrap
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        sedd = SEDD(DDiTConfig(vocab_size=20, hidden_size=16, n_blocks=1, n_heads=2, cond_dim=8, length=6))
+        with_ema = ddp_wrap(SEDDWithEMA(sedd, 0.9), torch.device("cpu"))
+        plain = ddp_wrap(build_model("tiny", tokenizer=build_digit_tokenizer()), torch.device("cpu"))
+        assert with_ema.broadcast_buffers is False and plain.broadcast_buffers is True
+    finally:
+        dist.destroy_process_group()

@@ -272,3 +272,18 @@ def test_euler_and_analytic_coincide_for_absorbing_loglinear_but_not_uniform():
     runs = [sample(uniform_model, Uniform(N), GeometricNoise(1e-4, 20.0), predictor=p, record_chain=True,
                    generator=torch.Generator().manual_seed(1), **kwargs) for p in ("euler", "analytic")]
     assert any(not torch.equal(a, b) for a, b in zip(runs[0].chain, runs[1].chain))
+
+
+def test_build_random_takes_only_the_config_of_a_checkpoint(tmp_path):
+    """The paper dry run's stand-in for sedd-small: the checkpoint's shapes, fresh weights, no weights read."""
+    from reasoning_lib.sedd.loading import build_random, save_model
+
+    torch.manual_seed(0)
+    saved = SEDD(DDiTConfig(vocab_size=40, hidden_size=32, n_blocks=2, n_heads=2, cond_dim=16, length=12))
+    save_model(saved, tmp_path / "ckpt", "absorb", {"type": "loglinear", "sigma_min": 1e-4, "sigma_max": 20.0})
+    (tmp_path / "ckpt" / "model.safetensors").unlink()  # only config.json is needed
+    fresh = build_random(tmp_path / "ckpt")
+    assert fresh.config == saved.config
+    assert not torch.equal(fresh.vocab_embed.embedding, saved.vocab_embed.embedding)
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        build_random(tmp_path)

@@ -32,6 +32,16 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {"max_steps": args.max_steps} if args.max_steps else {}
     config = (get_multihop_config if args.multihop else get_config)(args.preset, **overrides)
     out = resolve_output_dir(args.output_dir or OUTPUT_DIRS[args.multihop])
+    if args.preset == "paper":  # print the runs' resource plans; on a GPU one does not fit, refuse before training
+        from ..resources import announce
+        from ..runtime import launch_info, resolve_device
+
+        launch = launch_info()
+        chosen = range(len(config.model_sizes)) if args.size == "all" else [int(args.size)]
+        for index in chosen:
+            name = f"{'ch6_multihop' if args.multihop else 'ch5_capacity'}_{config.model_sizes[index] / 1e6:g}M"
+            announce(name, resolve_device(args.device), launch.world_size,
+                     config.train_config(args.seed, args.device).batch_size, launch.is_main)
     if args.size == "all":
         results = run_sweep(config, out, args.seed, args.device)
     else:

@@ -28,8 +28,16 @@ def main(argv: list[str] | None = None) -> None:
     out = resolve_output_dir(args.output_dir)
     seed_everything(args.seed)
     tokenizer, train_set, test_set = prepare_data(config, args.seed)
-    teacher, _ = train_teacher(config, tokenizer, train_set, out / "teacher", args.seed, args.device)
     size = args.size or len(train_set)
+    if args.preset == "paper":  # print the runs' resource plans; on a GPU one does not fit, refuse before training
+        from ..resources import announce
+        from ..runtime import launch_info, resolve_device
+
+        launch = launch_info()
+        micro = config.train_config(size, config.student_epochs, config.lr, args.seed, args.device).batch_size
+        for name in ("ch7_teacher", f"ch7_{args.method}_{size}"):
+            announce(name, resolve_device(args.device), launch.world_size, micro, launch.is_main)
+    teacher, _ = train_teacher(config, tokenizer, train_set, out / "teacher", args.seed, args.device)
     seed_everything(args.seed)
     student, _ = distill(args.method, teacher, train_set, config, tokenizer, out / f"{args.method}-{size}", args.seed,
                          args.device, size=size)

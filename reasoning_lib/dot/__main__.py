@@ -35,6 +35,14 @@ def main(argv: list[str] | None = None) -> None:
     out = resolve_output_dir(args.output_dir)
     seed_everything(args.seed)
     tokenizer, layout, splits = prepare_data(config, args.seed)
+    if args.preset == "paper":  # print the run's resource plan; on a GPU it does not fit, refuse before training
+        from ..resources import announce
+        from ..runtime import launch_info, resolve_device
+
+        owner = "ch4" if config.task in ("4x4", "gsm8k") else "ch8"
+        launch = launch_info()
+        announce(f"{owner}_{args.variant}_{config.task}", resolve_device(args.device), launch.world_size,
+                 config.sedd_config().train_config(args.seed, args.device).batch_size, launch.is_main)
     _, history = train_dot(args.variant, config, splits.train, tokenizer, layout, out / args.variant, args.seed, args.device)
     if launch_info().is_main:
         print(f"{args.variant}: trained {history[-1]['step']} steps; final loss {history[-1]['loss']:.2f}")

@@ -10,6 +10,7 @@ import torch
 from .. import baselines
 from ..baselines import BaselineConfig, prepare_data as prepare_baseline_data
 from ..sedd import build_graph, build_noise, load_model
+from ..sedd.loading import build_random
 from ..sedd.training import train_sedd
 from .data import VARIANTS, Layout, build_tokenizer, encode_examples, encode_pair, training_pairs
 from .inference import Sampler
@@ -54,8 +55,9 @@ def train_dot(variant: str, config: DoTConfig, train_examples, tokenizer, layout
         raise ValueError(f"variant={variant!r}: expected one of {VARIANTS}")
     init = None
     if config.init:
-        init = load_model(config.init)[0]
+        init = load_model(config.init)[0] if config.pretrained else build_random(config.init)
     describe = {"variant": variant, "mp_pairs": config.mp_pairs if variant == "dot_mp" else None, "init": config.init,
+                "pretrained": config.pretrained,
                 "truncate": config.truncate, "test_file": config.test_file, "train_file": config.train_file}
     if variant == "dot_mp" and config.mp_pairs == "random":
         rows, fixed = RandomStepPairs(tokenizer, layout, train_examples, seed, config.truncate), None

@@ -5,10 +5,10 @@ and expose it as problems → answers), ``harness`` (one scoring rule, batch-1 a
 metrics.json), ``sweep`` (a papermill run per task x method) and ``plots`` (the accuracy-vs-speed figure).
 """
 from .harness import answer_correct, collect, measure, run_one, shared_split
-from .methods import METHODS, TrainedMethod, adopt_runs
+from .methods import METHODS, TrainedMethod, adopt_runs, data_files
 from .plots import frontier_figure, frontier_table
 from .presets import PRESETS, FrontierConfig, get_config
 from .sweep import run_sweep, runner_notebook
 
-__all__ = ["answer_correct", "collect", "measure", "run_one", "shared_split", "METHODS", "TrainedMethod", "adopt_runs",
+__all__ = ["answer_correct", "collect", "measure", "run_one", "shared_split", "METHODS", "TrainedMethod", "adopt_runs", "data_files",
            "frontier_figure", "frontier_table", "PRESETS", "FrontierConfig", "get_config", "run_sweep", "runner_notebook"]

@@ -75,10 +75,7 @@ def run_one(method: str, task: str, preset: str = "tiny", output_dir: str | Path
     adopted = adopt_runs(runs_dir, method, [resolve_output_dir(d) for d in reuse_dirs], frontier.method_preset, task,
                          dry_run, test_set)
     if METHODS[method] in ("dot", "dot_mp"):
-        if dry_run:
-            raise NotImplementedError(f"{method}: the paper dry run covers the autoregressive methods only so far; "
-                                      "pass methods=('no_cot', 'explicit_cot', 'implicit_cot')")
-        diffusion = diffusion_config(frontier.method_preset, task, files, len(splits.train), len(splits.test))
+        diffusion = diffusion_config(frontier.method_preset, task, files, len(splits.train), len(splits.test), dry_run)
         trained = train_diffusion(method, diffusion, splits.test, runs_dir, seed, device, frontier.sc_samples)
     else:
         trained = train_autoregressive(method, config, splits, runs_dir, seed, device)

@@ -68,10 +68,11 @@ def autoregressive_config(preset: str, task: str, files: dict, dry_run: bool = F
     return implicit_presets.get_config(preset, task=task, dry_run=dry_run, **files)
 
 
-def diffusion_config(preset: str, task: str, files: dict, num_train: int, num_test: int) -> dot.DoTConfig:
+def diffusion_config(preset: str, task: str, files: dict, num_train: int, num_test: int,
+                     dry_run: bool = False) -> dot.DoTConfig:
     """Chapter 4's settings for ``task``, on the autoregressive methods' training-set size and test-set size."""
     files = {k: v for k, v in files.items() if k != "valid_file"}
-    return dot.get_config(preset, task=task, num_train=num_train, num_test=num_test, **files)
+    return dot.get_config(preset, dry_run=dry_run, task=task, num_train=num_train, num_test=num_test, **files)
 
 
 def adopt_runs(runs_dir: Path, method: str, candidates: list[Path], preset: str, task: str, dry_run: bool = False,

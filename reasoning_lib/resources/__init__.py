@@ -6,7 +6,7 @@
 from .activations import ActivationFit, estimate_activation_bytes, measure_activation_bytes
 from .plan import GPUS, GPU, ModelSpec, ResourceError, ResourcePlan, check_fits, fitting_micro_batch
 from .paper import chapter_runs, multiplication_tokens, paper_plans, presets_needing_micro_batch
-from .announce import announce, plan_table, run_name, run_plan
+from .runs import announce, plan_table, run_name, run_plan
 
 __all__ = [
     "ActivationFit", "estimate_activation_bytes", "measure_activation_bytes", "GPUS", "GPU", "ModelSpec",

@@ -26,6 +26,13 @@ def main(argv: list[str] | None = None) -> None:
     seed_everything(args.seed)
     _, train_rows, _, num_states = prepare_corpus(config.corpus, config.tokenizer, config.num_sequences, 200,
                                                   config.length, args.seed)
+    if args.preset == "paper":  # print the run's resource plan; on a GPU it does not fit, refuse before training
+        from ..resources import announce
+        from ..runtime import launch_info, resolve_device
+
+        launch = launch_info()
+        announce("ch3_sedd_small_owt", resolve_device(args.device), launch.world_size,
+                 config.train_config(args.seed, args.device).batch_size, launch.is_main)
     _, history = train_sedd(config, train_rows, num_states, out / "model_run", args.seed, args.device)
     if launch_info().is_main:
         print(f"trained {len(history) and history[-1]['step']} steps; final loss {history[-1]['loss']:.2f}")

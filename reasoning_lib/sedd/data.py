@@ -47,12 +47,19 @@ def decode(tokenizer, ids) -> list[str]:
 
 
 def is_well_formed(tokenizer, ids) -> bool:
-    """A grammatical review, then only end-of-text tokens."""
-    tokens = decode(tokenizer, ids)
-    if EOS_TOKEN not in tokens:
+    """A grammatical review, then only the tokenizer's own end-of-text (``<eos>`` here, ``<|endoftext|>`` for
+    GPT-2). The review is read from the decoded text, so subword tokenizers (GPT-2's BPE) work too."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError(f"{type(tokenizer).__name__} has no eos_token: set one (the canvases end in end-of-text)")
+    ids = [int(i) for i in ids]
+    if eos not in ids:
         return False
-    cut = tokens.index(EOS_TOKEN)
-    return all(t == EOS_TOKEN for t in tokens[cut:]) and reviews.parse_review(" ".join(tokens[:cut])) is not None
+    cut = ids.index(eos)
+    text, tail = ids[:cut], ids[cut:]
+    if any(i != eos for i in tail) or any(i >= len(tokenizer) for i in text):  # ids past the vocabulary are masks
+        return False
+    return reviews.parse_review(tokenizer.decode(text, clean_up_tokenization_spaces=False)) is not None
 
 
 def well_formed_fraction(tokenizer, samples: torch.Tensor) -> float:

@@ -1,9 +1,14 @@
 """Forward processes over N token states: absorbing (to a mask state) and uniform.
 
-Convention (spec §3.2): column i of the rate matrix Q is the rate *out of* state i, so column i of
-exp(sigma Q) is the distribution of x_t given x_0 = i; row i ("transposed") holds the rates *into* i,
-which the reverse process uses. ``sigma`` arguments broadcast against the token tensor ``x`` ([B, n]):
-pass ``sigma[:, None]`` for one noise level per sequence. All arithmetic is fp32.
+Lou, Meng & Ermon 2024 ("Discrete Diffusion Modeling by Estimating the Ratios of the Data Distribution"),
+with the conventions of the reference ``graph_lib.py`` (louaaron/Score-Entropy-Discrete-Diffusion): column i
+of the rate matrix Q is the rate *out of* state i, so column i of exp(sigma Q) is the distribution of x_t
+given x_0 = i; row i ("transposed") holds the rates *into* i, which the reverse process uses. ``sigma``
+arguments broadcast against the token tensor ``x`` ([B, n]): pass ``sigma[:, None]`` for one noise level per
+sequence. All arithmetic is fp32.
+
+Score entropy exponentiates log-scores only where they enter the loss: an entry that is discarded after
+``exp`` would still overflow (log-score > ~88 in fp32) and turn its zero gradient into inf * 0 = NaN.
 """
 from __future__ import annotations
 
@@ -107,9 +112,11 @@ class Uniform(Graph):
         log_score = log_score.float()
         esigm1 = _expm1_safe(sigma.float()).expand_as(x_t)
         ratio = 1 - n / (esigm1 + n)  # r = (e^sigma - 1) / (e^sigma - 1 + N)
+        # Every position counts here, but the y = x_t entry is outside the sum: zero it before exp, not after.
+        off_diagonal = log_score.scatter(-1, x_t[..., None], 0.0)
         others = torch.ones_like(log_score).scatter(-1, x_t[..., None], 0.0)  # y != x_t
-        positive = (log_score.exp() * others).sum(-1) / n
-        summed = (log_score * others).sum(-1) / n
+        positive = (off_diagonal.exp() * others).sum(-1) / n
+        summed = (off_diagonal * others).sum(-1) / n
         unchanged = x_t == x0
         negative = torch.where(unchanged, ratio * summed, summed + log_score.gather(-1, x0[..., None])[..., 0] / esigm1)
         constant = torch.where(
@@ -160,13 +167,15 @@ class Absorbing(Graph):
         return torch.full(tuple(shape), self.mask, dtype=torch.long, device=device)
 
     def score_entropy(self, log_score, sigma, x_t, x0):
-        log_score = log_score.float()
+        """Zero where x_t is a real token (no rate leaves it toward another real one); computed, and
+        exponentiated, only at the masked positions, whose rows are gathered first as the reference does."""
         masked = x_t == self.mask
-        esigm1 = _expm1_safe(sigma.float()).expand_as(x_t)
-        ratio = 1 / esigm1  # the only non-zero true ratio, at y = x0
-        positive = log_score[..., : self.mask].exp().sum(-1)
-        negative = ratio * log_score.gather(-1, x0[..., None])[..., 0]
-        return torch.where(masked, positive - negative + _k(ratio), torch.zeros_like(positive))
+        rows = log_score[masked].float()  # [M, N]
+        ratio = 1 / _expm1_safe(sigma.float()).expand_as(x_t)[masked]  # the only non-zero true ratio, at y = x0
+        positive = rows[:, : self.mask].exp().sum(-1)
+        negative = ratio * rows.gather(-1, x0[masked][:, None])[:, 0]
+        out = torch.zeros(x_t.shape, dtype=rows.dtype, device=rows.device)
+        return out.masked_scatter(masked, positive - negative + _k(ratio))
 
 
 def build_graph(graph_type: str, num_states: int) -> Graph:

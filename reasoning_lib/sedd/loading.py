@@ -62,6 +62,20 @@ def load_model(path_or_repo_id: str | os.PathLike, device: str | torch.device = 
     return model.to(device).eval(), build_graph(graph_type, model.config.vocab_size), build_noise(dict(cfg["noise"]))
 
 
+def build_random(path_or_repo_id: str | os.PathLike) -> SEDD:
+    """A SEDD with random weights at the config of a folder (any layout) or hub repo (its ``config.json`` only):
+    the paper dry run's stand-in for a pretrained checkpoint, at its real shapes."""
+    folder = Path(path_or_repo_id)
+    if folder.is_dir():
+        path = folder / (RUN_CONFIG if (folder / RUN_CONFIG).is_file() else CONFIG_FILE)
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder} has no {CONFIG_FILE} or {RUN_CONFIG} to build a SEDD from")
+        cfg = yaml.safe_load(path.read_text()) if path.suffix == ".yaml" else json.loads(path.read_text())
+    else:
+        cfg = _download(str(path_or_repo_id), files=(CONFIG_FILE,))[0]
+    return SEDD(DDiTConfig.from_reference(cfg))
+
+
 def _read_folder(folder: Path) -> tuple[dict, dict, dict | None]:
     if (folder / RUN_CONFIG).is_file() and (folder / RUN_CHECKPOINT).is_file():
         cfg = yaml.safe_load((folder / RUN_CONFIG).read_text())
@@ -79,18 +93,19 @@ def _read_folder(folder: Path) -> tuple[dict, dict, dict | None]:
     )
 
 
-def _download(repo_id: str) -> tuple[dict, dict, None]:
+def _download(repo_id: str, files: tuple[str, ...] = (CONFIG_FILE, HUB_WEIGHTS)) -> tuple[dict, dict | None, None]:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError, RepositoryNotFoundError
 
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
     try:
-        paths = [hf_hub_download(repo_id, name, local_files_only=offline) for name in (CONFIG_FILE, HUB_WEIGHTS)]
+        paths = [hf_hub_download(repo_id, name, local_files_only=offline) for name in files]
     except (EntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, HFValidationError, OSError) as err:
         why = "it is not in the local cache and HF_HUB_OFFLINE=1 forbids downloading" if offline else f"{type(err).__name__}: {err}"
         raise FileNotFoundError(f"{repo_id!r} is not a local folder and its {CONFIG_FILE}/{HUB_WEIGHTS} could not be fetched from the hub: {why}") from None
     cfg = json.loads(Path(paths[0]).read_text())
-    return cfg, torch.load(paths[1], map_location="cpu", weights_only=True), None
+    state = torch.load(paths[1], map_location="cpu", weights_only=True) if len(paths) > 1 else None
+    return cfg, state, None
 
 
 def build_from_state(cfg: dict, state: dict) -> SEDD:
@@ -131,4 +146,4 @@ def _check_sizes(cfg: dict, config: DDiTConfig, state: dict) -> None:
         raise ValueError(f"config says head width {config.head_dim} (n_heads={config.n_heads}) but rotary_emb.inv_freq implies {2 * inv_freq.numel()}")
 
 
-__all__ = ["build_from_state", "load_model", "save_model"]
+__all__ = ["build_from_state", "build_random", "load_model", "save_model"]

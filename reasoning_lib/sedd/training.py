@@ -91,6 +91,10 @@ def get_config(preset: str, **overrides) -> SEDDRunConfig:
 class SEDDWithEMA(torch.nn.Module):
     """The trained network and its EMA in one module, so one state dict (and one checkpoint) holds both."""
 
+    # Every rank updates the EMA from the same all-reduced weights: DDP need not broadcast its buffers (the size of
+    # the model again, ~680 MB at SEDD small) from rank 0 at every step.
+    broadcast_buffers = False
+
     def __init__(self, model: SEDD, decay: float):
         super().__init__()
         self.model = model
