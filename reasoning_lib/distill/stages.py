@@ -42,9 +42,17 @@ def classification_loss(model, batch: dict):
     return F.cross_entropy(model(**model_inputs(batch)).logits.float(), batch["labels"])
 
 
+# What defines the teacher's run (the students' settings do not), and what only changes how a model is tested.
+TEACHER_FIELDS = ("task", "teacher", "num_train", "max_length", "batch_size", "teacher_epochs", "teacher_lr",
+                  "weight_decay", "warmup_fraction", "dropout")
+EVALUATION_FIELDS = ("num_test", "eval_pairs", "train_sizes")
+
+
 def _run(model, dataset, train_config, loss_fn, folder: Path, settings: dict, tokenizer) -> TrainResult:
     pad = tokenizer.pad_token_id or 0
-    result = train(model, dataset, train_config, lambda b: collate(b, pad), loss_fn, output_dir=folder)
+    defining = {k: v for k, v in settings.items() if k not in EVALUATION_FIELDS}
+    result = train(model, dataset, train_config, lambda b: collate(b, pad), loss_fn, output_dir=folder,
+                   settings=defining)
     if launch_info().is_main:
         model.save_pretrained(folder / "model")
         tokenizer.save_pretrained(folder / "model")
@@ -56,7 +64,7 @@ def train_teacher(config: DistillConfig, tokenizer, train_set: list[dict], outpu
                   device: str = "auto") -> tuple[PreTrainedModel, list[dict]]:
     """Fine-tune (or train from scratch) the teacher classifier; returns it frozen, with its loss history."""
     folder = Path(output_dir)
-    settings = {"stage": "teacher", "seed": seed, **asdict(config)}
+    settings = {"stage": "teacher", "seed": seed, **{k: getattr(config, k) for k in TEACHER_FIELDS}}
     if finished_run(folder, settings):
         return freeze(load_saved(str(folder / "model"), arch="bert")), read_log(folder)
     num_labels = 1 + max(e["label"] for e in train_set)

@@ -52,7 +52,7 @@ def is_well_formed(tokenizer, ids) -> bool:
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError(f"{type(tokenizer).__name__} has no eos_token: set one (the canvases end in end-of-text)")
-    ids = [int(i) for i in ids]
+    ids = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
     if eos not in ids:
         return False
     cut = ids.index(eos)

@@ -88,6 +88,9 @@ def get_config(preset: str, **overrides) -> SEDDRunConfig:
     return from_preset(PRESETS, preset, **overrides)
 
 
+SAMPLING_FIELDS = ("sample_steps", "num_samples")  # how a trained model is sampled, not which model is trained
+
+
 class SEDDWithEMA(torch.nn.Module):
     """The trained network and its EMA in one module, so one state dict (and one checkpoint) holds both."""
 
@@ -146,6 +149,7 @@ def train_sedd(config: SEDDRunConfig, sequences, num_states: int, output_dir: st
     result: TrainResult = train(
         container, rows, config.train_config(seed, device), _collate,
         SEDDObjective(graph, noise), output_dir=folder, on_step=lambda step, loss: container.ema.update(container.model),
+        settings={k: v for k, v in settings.items() if k not in SAMPLING_FIELDS},
     )
     model = container.model
     container.ema.copy_to(model)
