@@ -57,8 +57,8 @@ def test_implicit_cot_stages_run_under_torchrun(tmp_path):
 
 # (command-line arguments, a line the run prints, a file it must leave in its output folder)
 TRAINERS = {
-    "baselines": (["-m", "reasoning_lib.baselines", "--preset", "smoke", "--method", "no_cot"], "no_cot: trained 16 steps; accuracy",
-                  "no_cot/model/model.safetensors"),
+    "baselines": (["-m", "reasoning_lib.baselines", "--preset", "smoke", "--method", "no_cot"],
+                  "no_cot: trained 16 steps; accuracy", "no_cot/model/model.safetensors"),
     "sedd": (["-m", "reasoning_lib.sedd", "--preset", "smoke"], "trained 20 steps", "model_run/model/model.safetensors"),
     "dot": (["-m", "reasoning_lib.dot", "--preset", "smoke", "--variant", "dot_mp"], "dot_mp: trained 20 steps",
             "dot_mp/model/model.safetensors"),
