@@ -11,14 +11,27 @@ so the model learns where the answer stops, as in the reference's SEDD branch.
   with the same function (the reference drops a space at inference, spec §3.3).
 * **answer only**: target = ``#### ans`` (the reference's ``hidden_thought``), the no-rationale control.
 
-Deviation from the reference: a sequence that does not fit is refused with its length (or, with
-``truncate=True``, shortened while keeping its final end-of-text, and counted), instead of silently losing
-the final end-of-text (spec §2.2 quirk).
+Tokenization at paper scale is plain GPT-2 BPE, as in the reference's SEDD branch (its ``get_tokenizer``
+refuses the digit wrapper): a space-separated digit is one token (``" 1 3 4 5"`` is 4 tokens). Splitting numbers
+into digits (the Plaid branch's ``--digit``) makes every space its own token too and pushes 5x5 DoT sequences to
+182 tokens, past the 128-token canvas.
+
+Deviations from the reference:
+
+* a sequence that does not fit is refused with its length (or, with ``truncate=True``, shortened by the
+  reference's rule, the longer side losing its last token, while keeping its final end-of-text, and counted)
+  instead of silently losing the final end-of-text;
+* ``check_canvas`` counts the sequences a canvas truncates and the answers it cuts, and refuses a canvas that
+  cuts more than a small fraction of the answers: the reference trains on them silently;
+* a question too long for a prompt keeps its first tokens, as the reference's rule does (it pops the end), as
+  many as leave one target token: the reference cuts it against the gold target's length, which its test
+  canvas holds and a prompt does not have.
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from tokenizers import pre_tokenizers
@@ -32,9 +45,9 @@ SEPARATOR = "||"
 VARIANTS = ("dot", "dot_mp", "answer_only")
 
 
-def build_tokenizer(name: str = "digits", split_digits: bool = True) -> PreTrainedTokenizerBase:
-    """``'digits'``: one token per symbol, plus ``||``; otherwise a hub id or folder (``'gpt2'``), whose numbers are
-    split into single digits when ``split_digits`` (the Plaid branch's ``--digit``)."""
+def build_tokenizer(name: str = "digits", split_digits: bool = False) -> PreTrainedTokenizerBase:
+    """``'digits'``: one token per symbol, plus ``||``; otherwise a hub id or folder (``'gpt2'``): plain BPE as in
+    the reference's SEDD branch, or numbers split into single digits when ``split_digits`` (Plaid's ``--digit``)."""
     if name == "digits":
         return build_digit_tokenizer([*ARITHMETIC_SYMBOLS, SEPARATOR])
     tokenizer = load_tokenizer(name)
@@ -109,64 +122,179 @@ def _ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def _batch_ids(tokenizer, texts: list[str], chunk: int = 8192) -> list[list[int]]:
+    """``_ids`` of many texts, in batched tokenizer calls (one call per text is ~10x slower)."""
+    out: list[list[int]] = []
+    for start in range(0, len(texts), chunk):
+        out += tokenizer(texts[start:start + chunk], add_special_tokens=False)["input_ids"]
+    return out
+
+
 def encode_pair(tokenizer, layout: Layout, source: str, target: str | None, truncate: bool = False):
     """(ids [n], fixed [n]) for ``source E || target E E…``; ``target=None`` leaves the target masked (a prompt).
 
-    Raises when it does not fit, unless ``truncate``: then the longer side loses its last token until it does."""
-    ids, fixed, _ = _encode(tokenizer, layout, source, target, truncate)
+    Raises when it does not fit, unless ``truncate``: then the longer side loses its last token until it does
+    (a prompt: the source keeps its first ``max_source_tokens`` tokens)."""
+    ids, fixed, _, _ = _encode(tokenizer, layout, source, target, truncate)
     return ids, fixed
 
 
+def _room(layout: Layout) -> int:
+    return layout.length - 3  # E after the source, ||, E after the target
+
+
+def max_source_tokens(layout: Layout) -> int:
+    """The longest source a prompt can hold while leaving one target token and its end-of-text."""
+    return _room(layout) - 1
+
+
+def fitted_lengths(n_source: int, n_target: int, room: int) -> tuple[int, int]:
+    """The reference's truncation (SEDD branch ``data.py``): while the pair is over ``room``, the longer side loses
+    its last token, both sides when they are equal. → the kept (source, target) lengths."""
+    while n_source + n_target > room:
+        longer_source, longer_target = n_source >= n_target, n_target >= n_source
+        n_source -= longer_source
+        n_target -= longer_target
+    return n_source, n_target
+
+
 def _encode(tokenizer, layout: Layout, source: str, target: str | None, truncate: bool):
-    """``encode_pair`` plus whether the pair had to be truncated."""
-    src, trg = _ids(tokenizer, source), ([] if target is None else _ids(tokenizer, target))
-    room = layout.length - 3  # E after the source, ||, E after the target
-    was_cut = len(src) + len(trg) > room
-    if was_cut:
-        if not truncate or target is None:
-            need = len(src) + len(trg) + 3
-            raise ValueError(f"a sequence of {need} tokens does not fit the canvas of {layout.length}: "
-                             f"raise length or pass truncate=True ({source[:60]!r}…)")
-        while len(src) + len(trg) > room:  # the longer side loses its last token (both when equal)
-            longer_src, longer_trg = len(src) >= len(trg), len(trg) >= len(src)
-            if longer_src:
-                src.pop()
-            if longer_trg:
-                trg.pop()
+    """``encode_pair`` plus the canvas the pair needs and the (source, target) tokens the truncation dropped."""
+    return _fit(layout, _ids(tokenizer, source), None if target is None else _ids(tokenizer, target), truncate,
+                source)
+
+
+def _fit(layout: Layout, src: list[int], trg: list[int] | None, truncate: bool, source: str):
+    """``_encode`` from token ids; ``trg=None`` is a prompt; ``source`` names the pair in the error."""
+    prompt = trg is None
+    trg = [] if prompt else trg
+    room = max_source_tokens(layout) if prompt else _room(layout)
+    need = len(src) + len(trg) + layout.length - room
+    if need > layout.length and not truncate:
+        raise ValueError(f"a sequence of {need} tokens does not fit the canvas of {layout.length}: "
+                         f"raise length or pass truncate=True ({source[:60]!r}…)")
+    kept_src, kept_trg = (min(len(src), room), 0) if prompt else fitted_lengths(len(src), len(trg), room)
+    lost = (len(src) - kept_src, len(trg) - kept_trg)
+    src, trg = src[:kept_src], trg[:kept_trg]
     prefix = src + [layout.eos_id, layout.sep_id]
-    if target is None:
+    if prompt:
         body = [layout.mask_id] * (layout.length - len(prefix))
     else:
         body = trg + [layout.eos_id] * (layout.length - len(prefix) - len(trg))
     ids = torch.tensor(prefix + body)
     fixed = torch.zeros(layout.length, dtype=torch.bool)
     fixed[: len(prefix)] = True
-    return ids, fixed, was_cut
+    return ids, fixed, need, lost
 
 
-def encode_examples(tokenizer, layout: Layout, examples: list[Example], variant: str, truncate: bool = False):
-    """Training canvases of every pair of every example: (ids [N, n], fixed [N, n]); truncations are reported."""
-    rows, masks, cut = [], [], 0
+@dataclass(frozen=True)
+class Truncation:
+    """What a canvas of ``length`` tokens does to one split and variant: sequences truncated, answers cut.
+
+    An answer is cut when the target that ends with ``#### ans`` (the only target of DoT and answer-only, the last
+    pair of DoT-MP) loses tokens; ``longest`` is the longest canvas the split needs."""
+
+    split: str
+    variant: str
+    length: int
+    examples: int
+    sequences: int
+    truncated: int
+    answers_cut: int
+    longest: int
+
+    @property
+    def answer_fraction(self) -> float:
+        return self.answers_cut / self.examples if self.examples else 0.0
+
+
+def _encode_all(tokenizer, layout: Layout, examples: list[Example], variant: str, truncate: bool, split: str):
+    """Every pair of every example encoded: (rows, masks, the :class:`Truncation` they add up to)."""
+    pairs, is_answer = [], []
     for example in examples:
-        for source, target in training_pairs(example, variant):
-            ids, fixed, was_cut = _encode(tokenizer, layout, source, target, truncate)
-            cut += was_cut
-            rows.append(ids)
-            masks.append(fixed)
-    if cut:
-        warnings.warn(f"{cut} of {len(rows)} {variant} training sequences were truncated to {layout.length} tokens")
+        mine = training_pairs(example, variant)
+        pairs += mine
+        is_answer += [k == len(mine) - 1 for k in range(len(mine))]  # the last target ends with '#### ans'
+    sources, targets = _batch_ids(tokenizer, [s for s, _ in pairs]), _batch_ids(tokenizer, [t for _, t in pairs])
+    rows, masks = [], []
+    truncated = answers_cut = longest = 0
+    for (source, _), src, trg, answer in zip(pairs, sources, targets, is_answer):
+        ids, fixed, need, (src_lost, trg_lost) = _fit(layout, src, trg, truncate, source)
+        truncated += src_lost > 0 or trg_lost > 0
+        answers_cut += answer and trg_lost > 0
+        longest = max(longest, need)
+        rows.append(ids)
+        masks.append(fixed)
+    report = Truncation(split, variant, layout.length, len(examples), len(rows), truncated, answers_cut, longest)
+    return rows, masks, report
+
+
+def count_truncation(tokenizer, layout: Layout, examples: list[Example], variant: str,
+                     split: str = "training") -> Truncation:
+    """What the canvas would do to every pair of ``examples`` under the reference's truncation rule."""
+    return _encode_all(tokenizer, layout, examples, variant, True, split)[2]
+
+
+def check_truncation(report: Truncation, max_fraction: float | None) -> Truncation:
+    """Refuse when more than ``max_fraction`` of the answers are cut (None: never); warn about any truncation."""
+    if max_fraction is not None and report.answer_fraction > max_fraction:
+        raise ValueError(
+            f"{report.answers_cut} of {report.examples} {report.split} answers ({report.variant}) lose tokens on the "
+            f"canvas of length={report.length} ({report.truncated} of {report.sequences} sequences truncated, the "
+            f"longest needs {report.longest} tokens), more than max_truncated_fraction={max_fraction} (a cut answer "
+            f"can be neither learned nor generated): raise length to at least {report.longest}, or use a tokenizer that "
+            "writes it in fewer tokens (split_digits=False: plain BPE, as in the reference's SEDD branch)")
+    if report.truncated:
+        warnings.warn(f"{report.truncated} of {report.sequences} {report.variant} {report.split} sequences were "
+                      f"truncated to {report.length} tokens ({report.answers_cut} of {report.examples} answers lose "
+                      f"tokens; the longest needs {report.longest})")
+    return report
+
+
+def check_canvas(tokenizer, layout: Layout, examples: list[Example], variant: str, max_fraction: float | None,
+                 split: str = "training") -> Truncation:
+    """``count_truncation`` then ``check_truncation``: the counts, after refusing a canvas that cuts answers."""
+    return check_truncation(count_truncation(tokenizer, layout, examples, variant, split), max_fraction)
+
+
+def encode_examples(tokenizer, layout: Layout, examples: list[Example], variant: str, truncate: bool = False,
+                    max_truncated_fraction: float | None = None):
+    """Training canvases of every pair of every example: (ids [N, n], fixed [N, n]). With ``truncate``, the
+    truncations are counted and reported, and refused above ``max_truncated_fraction`` of cut answers."""
+    rows, masks, report = _encode_all(tokenizer, layout, examples, variant, truncate, "training")
+    check_truncation(report, max_truncated_fraction)
     return torch.stack(rows), torch.stack(masks)
 
 
 def source_fits(tokenizer, layout: Layout, source: str) -> bool:
     """Whether ``source`` leaves room for at least one target token on the canvas."""
-    return len(_ids(tokenizer, source)) + 4 <= layout.length
+    return len(_ids(tokenizer, source)) <= max_source_tokens(layout)
 
 
-def prompts(tokenizer, layout: Layout, sources: list[str]):
+class Prompts(NamedTuple):
+    """Sampling canvases (ids [B, n], fixed [B, n]) and, per row, whether its source lost its last tokens."""
+
+    ids: torch.Tensor
+    fixed: torch.Tensor
+    truncated: list[bool]
+
+
+def prompt_canvases(tokenizer, layout: Layout, sources: list[str], truncate: bool = False) -> Prompts:
+    """Each source fixed, the rest masked. A source over ``max_source_tokens`` is refused, or with ``truncate``
+    keeps its first tokens (the reference's rule drops the question's end), counted in a warning."""
+    rows = [_fit(layout, ids, None, truncate, s) for s, ids in zip(sources, _batch_ids(tokenizer, sources))]
+    cut = [lost[0] > 0 for *_, lost in rows]
+    if any(cut):
+        warnings.warn(f"{sum(cut)} of {len(sources)} prompts were longer than {max_source_tokens(layout)} tokens and "
+                      f"keep their first {max_source_tokens(layout)} (one target token left on the canvas of "
+                      f"{layout.length}): raise length to keep whole questions")
+    return Prompts(torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows]), cut)
+
+
+def prompts(tokenizer, layout: Layout, sources: list[str], truncate: bool = False):
     """Sampling canvases: each source fixed, the rest masked: (ids [B, n], fixed [B, n])."""
-    pairs = [encode_pair(tokenizer, layout, s, None) for s in sources]
-    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+    canvases = prompt_canvases(tokenizer, layout, sources, truncate)
+    return canvases.ids, canvases.fixed
 
 
 def generated_text(tokenizer, layout: Layout, ids) -> str | None:

@@ -6,6 +6,9 @@ projection, so those tokens never change: before every step, before the denoiser
 DoT-MP loop: each pass samples one thought for every unfinished row; a row whose thought carries ``####`` is
 finished (it is never sampled again); the others append the thought to their context, rebuilt as text with
 ``mp_context`` exactly as in training, until ``max_passes``.
+
+A question longer than the canvas allows is refused, or with ``truncate`` keeps its first tokens (DoT; counted in
+``Generation.truncated``); in DoT-MP its row ends without an answer, as does a context that fills the canvas.
 """
 from __future__ import annotations
 
@@ -18,13 +21,14 @@ from ..config import check_choice, check_positive
 from ..data.examples import Example
 from ..sedd import sample
 from .answers import answers_match, extract_answer
-from .data import Layout, generated_text, has_answer, mp_context, prompts, source_fits
+from .data import Layout, generated_text, has_answer, mp_context, prompt_canvases, source_fits
 
 
 @dataclass
 class Generation:
     """Per question: the generated target text (None = never ended), its extracted answer, and the model
-    calls spent on it; ``chains[i]`` (when recorded) is every intermediate canvas of row i, pass after pass."""
+    calls spent on it; ``chains[i]`` (when recorded) is every intermediate canvas of row i, pass after pass;
+    ``truncated[i]``: whether question i lost its last tokens to fit the canvas."""
 
     texts: list[str | None]
     answers: list[str | None]
@@ -32,11 +36,13 @@ class Generation:
     passes: list[int]
     chains: list[list[torch.Tensor]] = field(default_factory=list)
     chain_labels: list[list[str]] = field(default_factory=list)
+    truncated: list[bool] = field(default_factory=list)
 
 
 @dataclass
 class Sampler:
-    """A trained model with its graph, noise and layout, and how to sample (steps T, predictor)."""
+    """A trained model with its graph, noise and layout, and how to sample (steps T, predictor); ``truncate``
+    lets a question too long for the canvas keep its first tokens instead of raising."""
 
     model: torch.nn.Module
     graph: object
@@ -45,9 +51,10 @@ class Sampler:
     layout: Layout
     steps: int = 32
     predictor: str = "analytic"
+    truncate: bool = False
 
     def _pass(self, sources: list[str], generator, record: bool):
-        ids, fixed = prompts(self.tokenizer, self.layout, sources)
+        ids, fixed, _ = prompt_canvases(self.tokenizer, self.layout, sources, self.truncate)
         device = next(self.model.parameters()).device
         out = sample(self.model, self.graph, self.noise, len(sources), self.layout.length, self.steps, self.predictor,
                      fixed_ids=ids.to(device), fixed_mask=fixed.to(device), record_chain=record, generator=generator)
@@ -57,7 +64,11 @@ class Sampler:
     def dot(self, questions: list[str], generator: torch.Generator | None = None, record_chain: bool = False) -> Generation:
         """The whole rationale and answer in one diffusion pass: NFE = T + 1 per question."""
         texts, out = self._pass(questions, generator, record_chain)
-        result = Generation(texts, [extract_answer(t) for t in texts], [out.nfe] * len(texts), [1] * len(texts))
+        # without truncate a question that does not fit has raised, so only a truncating sampler can cut one
+        truncated = [not source_fits(self.tokenizer, self.layout, q) for q in questions] if self.truncate else \
+            [False] * len(questions)
+        result = Generation(texts, [extract_answer(t) for t in texts], [out.nfe] * len(texts), [1] * len(texts),
+                            truncated=truncated)
         if record_chain:
             labels = [f"t = {t:.2f}" if t > 0 else "denoised" for t in out.times]
             result.chains = [[state[i] for state in out.chain] for i in range(len(texts))]
@@ -99,7 +110,7 @@ class Sampler:
         for i in active:  # ran out of passes without an answer
             texts[i] = " ".join(previous[i])
         return Generation(texts, [extract_answer(t) for t in texts], nfe, passes, chains if record_chain else [],
-                          labels if record_chain else [])
+                          labels if record_chain else [], [False] * n)
 
     def generate(self, variant: str, questions: list[str], max_passes: int = 10,
                  generator: torch.Generator | None = None, record_chain: bool = False) -> Generation:
@@ -122,6 +133,11 @@ class DoTEval:
     def answers(self) -> list[str | None]:
         return self.generation.answers
 
+    @property
+    def prompts_truncated(self) -> int:
+        """How many questions lost their last tokens to fit the canvas."""
+        return sum(self.generation.truncated)
+
 
 def gold_answers(examples: list[Example]) -> list[str]:
     return [extract_answer(e.answer) for e in examples]
@@ -135,7 +151,8 @@ def evaluate(sampler: Sampler, variant: str, examples: list[Example], batch_size
     generator = torch.Generator().manual_seed(seed)
     parts = [sampler.generate(variant, [e.question for e in examples[i:i + batch_size]], max_passes, generator)
              for i in range(0, len(examples), batch_size)]
-    merged = Generation(*(sum((getattr(p, name) for p in parts), []) for name in ("texts", "answers", "nfe", "passes")))
+    merged = Generation(**{name: sum((getattr(p, name) for p in parts), [])
+                           for name in ("texts", "answers", "nfe", "passes", "truncated")})
     hits = [answers_match(a, g) for a, g in zip(merged.answers, gold_answers(examples))]
     return DoTEval(sum(hits) / len(hits), sum(merged.nfe) / len(merged.nfe), merged)
 

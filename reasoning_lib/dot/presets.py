@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import check_choice, check_positive, from_preset
+from ..config import check_choice, check_positive, check_range, from_preset
 from ..data.multiplication import parse_task
 from ..sedd.training import SEDDRunConfig
 
@@ -15,7 +15,10 @@ class DoTConfig:
     """Task, tokenizer, model (from scratch or a SEDD checkpoint), training and evaluation of one chapter run."""
 
     task: str = "3x3"  # 'NxN' multiplication (generated) or 'gsm8k' (files or the hub)
-    tokenizer: str = "digits"  # 'digits', or a BPE such as 'gpt2' (numbers split into digits)
+    tokenizer: str = "digits"  # 'digits', or a BPE such as 'gpt2'
+    # BPE only: one token per digit (Plaid's --digit). False is the reference's SEDD branch, plain GPT-2 BPE: with
+    # True, every space between digits is a token too and 5x5 DoT needs 182 tokens, past the 128-token canvas.
+    split_digits: bool = False
     init: str | None = None  # None: train from scratch; else a SEDD folder or hub id to fine-tune
     pretrained: bool = True  # False: random weights at ``init``'s config (the paper dry run)
     train_file: str | None = None  # GSM8K only, formula format (GSM8K-Aug for the paper); else the hub
@@ -24,6 +27,8 @@ class DoTConfig:
     num_test: int = 200
     length: int = 48  # canvas: 3x3 needs 41 tokens (question 7 + E || + rationale 24 + answer 7 + E), 2x2 needs 21
     truncate: bool = False  # GSM8K at 128 tokens: shorten the few long examples (counted) instead of refusing
+    # with truncate: refuse a canvas that cuts more than this fraction of a split's answers (GSM8K test at 128: 0.8%)
+    max_truncated_fraction: float = 0.01
     mp_pairs: str = "all"  # DoT-MP training: every step of every example ('all', SEDD branch) or one random step per visit
     hidden_size: int = 128
     n_blocks: int = 4
@@ -53,6 +58,7 @@ class DoTConfig:
         elif self.tokenizer == "digits":
             raise ValueError("task='gsm8k' is text: use a BPE tokenizer such as tokenizer='gpt2'")
         check_choice("mp_pairs", self.mp_pairs, MP_PAIRS)
+        check_range("max_truncated_fraction", self.max_truncated_fraction, 0.0, 1.0)
         check_choice("predictor", self.predictor, ("euler", "analytic"))
         for name in ("num_train", "num_test", "length", "max_steps", "batch_size", "sample_steps", "sc_runs", "max_passes"):
             check_positive(name, getattr(self, name))
@@ -78,8 +84,10 @@ PRESETS = {
     "tiny": DoTConfig(task="2x2", num_train=7000, num_test=500, length=22, max_steps=6000, ema=0.99, schedule="wsd"),
     # dot-sedd fine-tuning: sedd-small, GPT-2 tokens, 128-token canvas, global batch 256, lr 3e-4, 2,500 warm-up
     # steps, EMA 0.9999, 120k steps; T in {4, ..., 64}; DoT-MP with 10 passes. -p task 4x4 / 5x5 / gsm8k.
-    "paper": DoTConfig(task="4x4", tokenizer="gpt2", init="louaaron/sedd-small", num_train=808_000, num_test=1000,
-                       length=128, truncate=True, hidden_size=768, n_blocks=12, n_heads=12, cond_dim=128, dropout=0.1,
+    # Plain BPE on the published test files: DoT needs 68 (4x4) and 100 (5x5) tokens; GSM8K up to 241, 112 of its
+    # 1,319 test canvases truncated, 10 answers cut (the reference truncates them silently).
+    "paper": DoTConfig(task="4x4", tokenizer="gpt2", split_digits=False, init="louaaron/sedd-small", num_train=808_000,
+                       num_test=1000, length=128, truncate=True, hidden_size=768, n_blocks=12, n_heads=12, cond_dim=128, dropout=0.1,
                        max_steps=120_000, batch_size=256, micro_batch_size=64, lr=3e-4, warmup_steps=2500, ema=0.9999, sample_steps=64,
                        step_sweep=(1, 2, 4, 8, 16, 32, 64), sc_runs=20, max_passes=10, throughput_examples=101),
 }
