@@ -2,7 +2,10 @@
 
 A checkpoint is a folder ``step-000120/`` holding ``model.safetensors`` and ``trainer_state.pt`` (optimizer,
 scheduler, step, RNG states). It is written under a temporary name and renamed, so a run killed mid-write
-never leaves a half checkpoint that resume would pick up.
+never leaves a half checkpoint that resume would pick up; every file and folder is fsynced before and after the
+rename, so a power cut cannot leave a renamed folder of empty files. A file that cannot be read (truncated,
+garbage, or holding pickled objects that ``weights_only`` loading refuses) raises :class:`CorruptCheckpointError`
+naming it, so a resume can fall back to an older checkpoint.
 """
 from __future__ import annotations
 
@@ -12,10 +15,28 @@ import re
 import shutil
 from pathlib import Path
 
+import pickle
+
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file that is missing or unreadable; the message starts with ``checkpoint file <path>``."""
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's contents to the disk (folders: their entries, i.e. a rename)."""
+    if path.is_dir() and not hasattr(os, "O_DIRECTORY"):  # Windows cannot open folders; NTFS journals renames
+        return
+    fd = os.open(path, (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if path.is_dir() else os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def rng_state() -> dict:
@@ -42,8 +63,11 @@ def save_checkpoint(folder: str | os.PathLike, step: int, model: torch.nn.Module
     tmp.mkdir(parents=True)
     save_model(model, str(tmp / "model.safetensors"))
     torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / "trainer_state.pt")
+    for path in (tmp / "model.safetensors", tmp / "trainer_state.pt", tmp):
+        _fsync(path)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
+    _fsync(folder)
     for old in list_checkpoints(folder)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -64,23 +88,47 @@ def save_weights(folder: str | os.PathLike, model: torch.nn.Module) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / ".model.safetensors.tmp"
     save_model(model, str(tmp))
+    _fsync(tmp)
     os.replace(tmp, folder / "model.safetensors")
+    _fsync(folder)
     return folder / "model.safetensors"
 
 
 def load_weights(folder: str | os.PathLike, model: torch.nn.Module) -> None:
     """Load ``folder/model.safetensors`` into ``model``; a checkpoint of another model is refused by name."""
     path = Path(folder)
+    file = path / "model.safetensors"
+    if not file.is_file():
+        raise CorruptCheckpointError(f"checkpoint file {file} is missing")
     try:
-        missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
+        missing, unexpected = load_model(model, str(file), strict=False)
+    except SafetensorError as err:  # truncated or not a safetensors file at all
+        raise CorruptCheckpointError(f"checkpoint file {file} is corrupt ({err})") from None
     except RuntimeError as err:  # size mismatch: a checkpoint of another model
         raise ValueError(f"checkpoint {path} does not fit this model: {err}") from None
     if missing or unexpected:
         raise ValueError(f"checkpoint {path} does not fit this model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
 
 
+def load_trainer_state(path: str | os.PathLike) -> dict:
+    """The optimizer, scheduler, step and RNG states of checkpoint folder ``path`` (tensors and plain data only)."""
+    file = Path(path) / "trainer_state.pt"
+    if not file.is_file():
+        raise CorruptCheckpointError(f"checkpoint file {file} is missing")
+    try:
+        return torch.load(file, weights_only=True)
+    except pickle.UnpicklingError as err:  # a pickled object: never executed, refused
+        first = str(err).strip().splitlines()[-1]
+        raise CorruptCheckpointError(f"checkpoint file {file} holds objects that weights_only loading refuses "
+                                     f"({first}); it was not written by this library") from None
+    except (RuntimeError, EOFError, OSError) as err:  # truncated or garbage: "PytorchStreamReader failed ..."
+        raise CorruptCheckpointError(f"checkpoint file {file} is corrupt ({str(err).splitlines()[0]})") from None
+
+
 def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> dict:
-    """Load weights into ``model`` (shapes must match) and return the trainer state dict."""
-    path = Path(path)
+    """Load weights into ``model`` (shapes must match) and return the trainer state dict.
+
+    The trainer state is read first: a corrupt one then leaves ``model`` untouched."""
+    state = load_trainer_state(path)
     load_weights(path, model)
-    return torch.load(path / "trainer_state.pt", weights_only=True)
+    return state

@@ -6,6 +6,7 @@ value fails at construction with a message that names the parameter and what it 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any, Iterable, Mapping, TypeVar
 
 T = TypeVar("T")
@@ -16,6 +17,24 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
     allowed = list(allowed)
     if value not in allowed:
         raise ValueError(f"{name}={value!r} is not allowed; choose one of {allowed}")
+
+
+# Abstract types, so NumPy's integers and floats pass too (an int is a real number).
+_ABSTRACT = {int: numbers.Integral, float: numbers.Real}
+_WORDS = {int: "int", float: "a real number", str: "str", bool: "bool", type(None): "None"}
+
+
+def check_type(name: str, value: Any, types: type | tuple[type, ...]) -> None:
+    """Raise ``TypeError`` unless ``value`` is one of ``types``; ``float`` admits any real number, ``int`` any
+    integer, and a bool counts only where ``bool`` is listed (``True`` is no step count)."""
+    types = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool):
+        ok = bool in types
+    else:
+        ok = any(isinstance(value, _ABSTRACT.get(t, t)) for t in types)
+    if not ok:
+        expected = " or ".join(_WORDS.get(t, t.__name__) for t in types)
+        raise TypeError(f"{name}={value!r} has type {type(value).__name__}; expected {expected}")
 
 
 def check_positive(name: str, value: float, allow_zero: bool = False) -> None:

@@ -9,21 +9,36 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .config import check_choice
+from .config import check_choice, check_type
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``'auto'`` picks CUDA when available (the local rank's GPU under torchrun), else the CPU."""
-    check_choice("device", device.split(":")[0], DEVICES)
+    """``'auto'`` picks CUDA when available (the local rank's GPU under torchrun), else the CPU.
+
+    A GPU index this machine does not have is refused by name, before torch fails deep inside a kernel call."""
+    check_type("device", device, str)
+    kind, _, index = device.partition(":")
+    check_choice("device", kind, DEVICES)
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("device='cuda' was requested but torch.cuda.is_available() is False")
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    return torch.device(device)
+        kind = device = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind != "cuda":
+        return torch.device(device)
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"device={device!r} was requested but torch.cuda.is_available() is False")
+    where = repr(device)
+    if index:
+        if not index.isdigit():
+            raise ValueError(f"device={device!r}: the part after 'cuda:' must be a GPU index (an integer), e.g. 'cuda:0'")
+    else:  # under torchrun each process takes its local rank's GPU
+        index = os.environ.get("LOCAL_RANK", "0")
+        where = f"{device!r} (LOCAL_RANK={index})"
+    count = torch.cuda.device_count()
+    if int(index) >= count:
+        raise ValueError(f"device={where} asks for GPU {index}, but this machine has {count} GPU(s): "
+                         f"use one of cuda:0 .. cuda:{count - 1}, or device='auto'")
+    return torch.device(f"cuda:{int(index)}")
 
 
 def uses_bf16(device: torch.device, precision: str = "auto") -> bool:

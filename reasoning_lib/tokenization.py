@@ -8,6 +8,7 @@ spec §2.2); padding has its own token so a pad is never mistaken for a separato
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -34,18 +35,33 @@ def build_digit_tokenizer(symbols: list[str] = ARITHMETIC_SYMBOLS) -> PreTrained
     )
 
 
+# Files one of which every saved HF tokenizer has (fast, BPE, SentencePiece, WordPiece).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
+
+
+def _check_tokenizer_folder(name_or_path: str) -> None:
+    """A local folder without any tokenizer file would load as a 1-token tokenizer that encodes text as []."""
+    folder = Path(name_or_path)
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise FileNotFoundError(f"tokenizer folder {folder} has none of {list(TOKENIZER_FILES)}: save the tokenizer "
+                                "next to the model (tokenizer.save_pretrained) or pass its name, e.g. 'gpt2'")
+
+
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     """``'digits'`` builds the arithmetic tokenizer; anything else is a local folder or a hub id (``'gpt2'``).
 
     GPT-2 has no pad token: padding reuses ``<|endoftext|>`` as the reference does (spec §2.2)."""
     if name_or_path == "digits":
         return build_digit_tokenizer()
+    _check_tokenizer_folder(name_or_path)
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=offline)
     except OSError as err:
         where = "not a local folder nor in the local cache, and HF_HUB_OFFLINE=1 forbids the hub" if offline else str(err)
         raise FileNotFoundError(f"tokenizer {name_or_path!r} could not be loaded: {where}") from None
+    if len(tokenizer) < 2:  # AutoTokenizer's fallback for a folder it found nothing in
+        raise ValueError(f"tokenizer {name_or_path!r} loaded with {len(tokenizer)} token(s): not a real tokenizer")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

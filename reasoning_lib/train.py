@@ -6,7 +6,8 @@ checkpoints and exact resume; optional validation that keeps the best weights. S
 [s·G, (s+1)·G) of a seeded permutation (G the global batch), cut into micro-batches over processes and
 accumulation steps, so the data of a step does not depend on the world size, a resumed run sees the same data,
 and with the restored RNG states it reproduces the uninterrupted run's weights. A finished run is recorded
-(``run_record``) and reopening it with the same settings trains no step.
+(``run_record``) and reopening it with the same settings trains no step. A non-finite loss, gradient norm or
+weight stops the run before it reaches a checkpoint; resume skips (and keeps, renamed) a corrupt checkpoint.
 """
 from __future__ import annotations
 
@@ -25,12 +26,18 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from . import run_record
 from .tracking import Tracker, make_tracker
-from .config import check_choice, check_positive
+from .config import check_choice, check_positive, check_type
 from .runtime import DistributedContext, autocast, init_distributed, resolve_device
 
 SCHEDULES = ("constant", "wsd", "cosine", "linear")
 PRECISIONS = ("auto", "fp32", "bf16")
 SELECT = ("max", "min")
+MAX_LR = 1e3  # no optimiser setting of the book comes near; above it a typo (3e38) overflows deep inside AdamW
+# The type of each field, checked first: a value from the command line or papermill ("-r seed 0") is a string.
+_INT = ("max_steps", "batch_size", "grad_accum_steps", "warmup_steps", "seed", "log_every", "checkpoint_every",
+        "keep_checkpoints", "validate_every")
+_REAL = ("lr", "weight_decay", "decay_fraction")
+_STR = ("schedule", "precision", "device", "tracking", "select")
 
 
 @dataclass
@@ -58,6 +65,9 @@ class TrainConfig:
     select: str = "max"  # keep the weights of the validation score's max (accuracy) or min (loss)
 
     def __post_init__(self):
+        self._check_types()
+        if not (math.isfinite(self.lr) and self.lr <= MAX_LR):
+            raise ValueError(f"lr={self.lr!r} must be a finite number <= {MAX_LR:g} (typically 1e-5 .. 1e-2)")
         check_positive("max_steps", self.max_steps)
         check_positive("batch_size", self.batch_size)
         check_positive("grad_accum_steps", self.grad_accum_steps)
@@ -68,8 +78,24 @@ class TrainConfig:
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("select", self.select, SELECT)
         check_positive("validate_every", self.validate_every, allow_zero=True)
+        check_positive("log_every", self.log_every)
+        check_positive("keep_checkpoints", self.keep_checkpoints)
         if not 0 < self.decay_fraction <= 1:
             raise ValueError(f"decay_fraction={self.decay_fraction} must lie in (0, 1]")
+        if not math.isfinite(self.weight_decay):
+            raise ValueError(f"weight_decay={self.weight_decay!r} must be a finite number (typically 0 .. 0.1)")
+        if self.max_grad_norm is not None and not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
+            raise ValueError(f"max_grad_norm={self.max_grad_norm!r} must be a finite number > 0 or None (no clipping)")
+
+    def _check_types(self) -> None:
+        for name in _INT:
+            check_type(name, getattr(self, name), int)
+        for name in _REAL:
+            check_type(name, getattr(self, name), float)
+        for name in _STR:
+            check_type(name, getattr(self, name), str)
+        check_type("max_grad_norm", self.max_grad_norm, (float, type(None)))
+        check_type("progress", self.progress, bool)
 
 
 @dataclass
@@ -214,15 +240,14 @@ def train(
     step, log_path, ckpt_dir = 0, None, None
     if output_dir is not None:
         log_path, ckpt_dir = output_dir / "train_log.jsonl", output_dir / "checkpoints"
-        found = ckpt.list_checkpoints(ckpt_dir)
-        if found:
-            state = ckpt.load_checkpoint(found[-1], model)
+        found, state = _load_intact_checkpoint(ckpt_dir, model, ctx)
+        if state is not None:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             ckpt.set_rng_state(state["rng"])
             step = state["step"]
             if ctx.is_main:
-                print(f"resuming from {found[-1]} (step {step})")
+                print(f"resuming from {found} (step {step})")
     history = _read_log(log_path, step) if log_path else []
     if log_path and ctx.is_main:  # drop log lines past the checkpoint we resumed from
         log_path.write_text("".join(json.dumps(r) + "\n" for r in history))
@@ -251,9 +276,10 @@ def train(
                 raise FloatingPointError(f"loss became {value} at step {step + 1} (micro-batch {micro}); stopping the run")
             running += value / config.grad_accum_steps
             tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-        grad_norm = None
-        if config.max_grad_norm is not None:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm))
+        grad_norm = _grad_norm(model, config.max_grad_norm)
+        if not math.isfinite(grad_norm):  # one inf gradient turns every weight to NaN in the update
+            raise FloatingPointError(f"gradient norm became {grad_norm} at step {step + 1} (before the optimizer "
+                                     f"step; the loss was finite): stopping the run, no weights were updated")
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -261,6 +287,8 @@ def train(
         bar.update(1)
         if on_step is not None:
             on_step(step, running)
+        if step == config.max_steps or (config.checkpoint_every and step % config.checkpoint_every == 0):
+            _check_finite_parameters(model, step)  # on every rank: none saves, none returns, NaN weights
         if step % config.log_every == 0 or step == config.max_steps:
             history.append(_log_row(step, running, step % config.log_every or config.log_every, scheduler, grad_norm,
                                     tokens, started, ctx, log_path, device))
@@ -287,13 +315,65 @@ def train(
                        validation=validation)
 
 
+def _grad_norm(model: torch.nn.Module, max_norm: float | None) -> float:
+    """The gradients' total L2 norm (all-reduced under DDP), clipping them to ``max_norm`` when it is set."""
+    if max_norm is not None:
+        return float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
+
+def _check_finite_parameters(model: torch.nn.Module, step: int) -> None:
+    """Raise ``FloatingPointError`` naming the first parameter holding a NaN or inf (one sync for the whole model)."""
+    named = list(model.named_parameters())
+    finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in named])
+    if bool(finite.all()):
+        return
+    name = named[int((~finite).nonzero()[0])][0]
+    raise FloatingPointError(f"parameter {name} is not finite after step {step} (the update blew up): stopping the "
+                             "run without saving these weights; the previous checkpoints are kept")
+
+
+def _load_intact_checkpoint(ckpt_dir: Path, model: torch.nn.Module, ctx: DistributedContext):
+    """(folder, trainer state) of the newest checkpoint that loads, or (None, None) when there is none.
+
+    A corrupt one is skipped with a message and renamed ``corrupt-step-NNNNNN`` (by the main process), so it is kept
+    for inspection and a later save of the same step does not delete it. If none is intact, training from scratch
+    would silently discard them: that is refused."""
+    found = ckpt.list_checkpoints(ckpt_dir)
+    skipped = []
+    for folder in reversed(found):
+        try:
+            return folder, ckpt.load_checkpoint(folder, model)
+        except ckpt.CorruptCheckpointError as err:
+            skipped.append(f"{folder.name}: {err}")
+            if ctx.is_main:
+                kept = _set_aside(folder)
+                print(f"skipping corrupt checkpoint {folder} ({err}); kept as {kept}")
+    if skipped:
+        raise ckpt.CorruptCheckpointError(
+            f"no intact checkpoint in {ckpt_dir} ({'; '.join(skipped)}); the corrupt ones were renamed corrupt-step-*: "
+            "rerun to train from scratch, or restore a copy of them")
+    return None, None
+
+
+def _set_aside(folder: Path) -> Path:
+    """Rename a corrupt checkpoint folder to ``corrupt-<name>`` (``corrupt-<name>-2``, … if taken)."""
+    target, n = folder.with_name(f"corrupt-{folder.name}"), 1
+    while target.exists():
+        n += 1
+        target = folder.with_name(f"corrupt-{folder.name}-{n}")
+    folder.rename(target)
+    return target
+
+
 def ddp_wrap(model: torch.nn.Module, device: torch.device) -> DistributedDataParallel:
     """``model`` under DDP. A model whose loss never reaches some parameters (the implicit-CoT emulator's last block)
     says so (``has_unused_parameters``); one whose buffers every rank updates alike (an EMA of the all-reduced
-    weights) says ``broadcast_buffers = False``, so they are not sent from rank 0 at every step."""
+    weights) says ``forward_sync_buffers = False``, so they are not sent from rank 0 at every step."""
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                    find_unused_parameters=getattr(model, "has_unused_parameters", False),
-                                   broadcast_buffers=getattr(model, "broadcast_buffers", True))
+                                   forward_sync_buffers=getattr(model, "forward_sync_buffers", True))
 
 
 def _reload_finished(model: torch.nn.Module, output_dir: Path, record: dict, config: TrainConfig) -> TrainResult:
@@ -306,7 +386,12 @@ def _reload_finished(model: torch.nn.Module, output_dir: Path, record: dict, con
             raise FileNotFoundError(f"{output_dir / run_record.RECORD} says the run finished, but its final checkpoint "
                                     f"step-{config.max_steps:06d} is missing from {output_dir / 'checkpoints'}")
         source = found[-1]
-    ckpt.load_weights(source, model)
+    try:
+        ckpt.load_weights(source, model)
+    except ckpt.CorruptCheckpointError as err:
+        raise ckpt.CorruptCheckpointError(
+            f"{err}: it holds the weights of the finished run recorded in {output_dir / run_record.RECORD}; "
+            f"restore the file, or delete {output_dir} to train the run again") from None
     model.eval()
     return TrainResult(model=model, history=read_log(output_dir), step=config.max_steps, steps_trained=0, best=best)
 

@@ -211,6 +211,6 @@ def test_ddp_broadcasts_no_ema_buffers(tmp_path):
         sedd = SEDD(DDiTConfig(vocab_size=20, hidden_size=16, n_blocks=1, n_heads=2, cond_dim=8, length=6))
         with_ema = ddp_wrap(SEDDWithEMA(sedd, 0.9), torch.device("cpu"))
         plain = ddp_wrap(build_model("tiny", tokenizer=build_digit_tokenizer()), torch.device("cpu"))
-        assert with_ema.broadcast_buffers is False and plain.broadcast_buffers is True
+        assert with_ema.forward_sync_buffers is False and plain.forward_sync_buffers is True
     finally:
         dist.destroy_process_group()

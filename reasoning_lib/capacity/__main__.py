@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
-    overrides = {"max_steps": args.max_steps} if args.max_steps else {}
+    overrides = {"max_steps": args.max_steps} if args.max_steps is not None else {}  # 0 too: refused by name
     config = (get_multihop_config if args.multihop else get_config)(args.preset, **overrides)
     out = resolve_output_dir(args.output_dir or OUTPUT_DIRS[args.multihop])
     if args.preset == "paper":  # print the runs' resource plans; on a GPU one does not fit, refuse before training

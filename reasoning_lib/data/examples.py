@@ -59,11 +59,27 @@ def read_examples(path: str | os.PathLike) -> list[Example]:
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     examples = []
-    with open(path, encoding="utf-8", newline="") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                examples.append(parse_line(line.rstrip("\r\n"), where=f"{path}:{number}"))
+    # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first question
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    examples.append(parse_line(line.rstrip("\r\n"), where=f"{path}:{number}"))
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
     return examples
+
+
+def _not_utf8(path: Path) -> ValueError:
+    """The error for a file that is not UTF-8, naming its line and the first bad byte's offset."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        return ValueError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}): "
+                          "convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8")
+    return ValueError(f"{path}: not UTF-8 text")
 
 
 def write_examples(path: str | os.PathLike, examples: Iterable[Example]) -> Path:

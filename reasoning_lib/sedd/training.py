@@ -96,7 +96,7 @@ class SEDDWithEMA(torch.nn.Module):
 
     # Every rank updates the EMA from the same all-reduced weights: DDP need not broadcast its buffers (the size of
     # the model again, ~680 MB at SEDD small) from rank 0 at every step.
-    broadcast_buffers = False
+    forward_sync_buffers = False
 
     def __init__(self, model: SEDD, decay: float):
         super().__init__()
