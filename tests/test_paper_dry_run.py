@@ -68,6 +68,7 @@ def paper_book(tmp_path_factory):
                 str(ROOT / "notebooks" / f"{name}.ipynb"), str(book / "notebooks" / f"{name}.ipynb"),
                 cwd=str(book / "notebooks"), kernel_name="python3", progress_bar=False,
                 parameters={"preset": "paper", "dry_run": True, "output_dir": str(book / "outputs" / name), **parameters},
+                execution_timeout=1800,  # a silent kernel fails the test instead of hanging CI
             )
     finally:
         os.environ.pop("HF_HUB_CACHE") if previous is None else os.environ.__setitem__("HF_HUB_CACHE", previous)
