@@ -62,7 +62,7 @@ def train_settings(*, global_batch: int, lr: float, seed: int, device: str = "au
     total = max(min_steps, num_steps(global_batch, num_examples, epochs, steps))
     return TrainConfig(
         max_steps=total, batch_size=micro, grad_accum_steps=accum, lr=lr, seed=seed, device=device,
-        warmup_steps=min(warmup_steps, total - 1), log_every=max(1, min(25, total // 40)),
+        warmup_steps=min(warmup_steps, total - 1), log_every=max(1, min(25, total // 20)),
         checkpoint_every=max(50, min(2000, total // 10)), **optimizer,
     )
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 
 from ..chapter import resolve_output_dir
-from ..runtime import launch_info
+from ..resources import announce
+from ..runtime import launch_info, resolve_device
 from .presets import PRESETS, get_config, get_multihop_config
 from .training import run_sweep, train_size
 
@@ -33,9 +34,6 @@ def main(argv: list[str] | None = None) -> None:
     config = (get_multihop_config if args.multihop else get_config)(args.preset, **overrides)
     out = resolve_output_dir(args.output_dir or OUTPUT_DIRS[args.multihop])
     if args.preset == "paper":  # print the runs' resource plans; on a GPU one does not fit, refuse before training
-        from ..resources import announce
-        from ..runtime import launch_info, resolve_device
-
         launch = launch_info()
         chosen = range(len(config.model_sizes)) if args.size == "all" else [int(args.size)]
         for index in chosen:

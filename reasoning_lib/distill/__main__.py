@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 
 from ..chapter import resolve_output_dir
-from ..runtime import launch_info, seed_everything
+from ..resources import announce
+from ..runtime import launch_info, resolve_device, seed_everything
 from . import METHODS, PRESETS, accuracy, distill, get_config, interchange_accuracy, layer_mapping, prepare_data, train_teacher
 
 
@@ -30,9 +31,6 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer, train_set, test_set = prepare_data(config, args.seed)
     size = args.size or len(train_set)
     if args.preset == "paper":  # print the runs' resource plans; on a GPU one does not fit, refuse before training
-        from ..resources import announce
-        from ..runtime import launch_info, resolve_device
-
         launch = launch_info()
         micro = config.train_config(size, config.student_epochs, config.lr, args.seed, args.device).batch_size
         for name in ("ch7_teacher", f"ch7_{args.method}_{size}"):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 
 from ..chapter import resolve_output_dir
-from ..runtime import launch_info, seed_everything
+from ..resources import announce
+from ..runtime import launch_info, resolve_device, seed_everything
 from .data import VARIANTS
 from .presets import PRESETS, get_config
 from .stages import prepare_data, train_dot
@@ -36,9 +37,6 @@ def main(argv: list[str] | None = None) -> None:
     seed_everything(args.seed)
     tokenizer, layout, splits = prepare_data(config, args.seed)
     if args.preset == "paper":  # print the run's resource plan; on a GPU it does not fit, refuse before training
-        from ..resources import announce
-        from ..runtime import launch_info, resolve_device
-
         owner = "ch4" if config.task in ("4x4", "gsm8k") else "ch8"
         launch = launch_info()
         announce(f"{owner}_{args.variant}_{config.task}", resolve_device(args.device), launch.world_size,

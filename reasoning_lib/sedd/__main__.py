@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 
 from ..chapter import resolve_output_dir
-from ..runtime import launch_info, seed_everything
+from ..resources import announce
+from ..runtime import launch_info, resolve_device, seed_everything
 from .data import prepare_corpus
 from .training import PRESETS, get_config, train_sedd
 
@@ -27,9 +28,6 @@ def main(argv: list[str] | None = None) -> None:
     _, train_rows, _, num_states = prepare_corpus(config.corpus, config.tokenizer, config.num_sequences, 200,
                                                   config.length, args.seed)
     if args.preset == "paper":  # print the run's resource plan; on a GPU it does not fit, refuse before training
-        from ..resources import announce
-        from ..runtime import launch_info, resolve_device
-
         launch = launch_info()
         announce("ch3_sedd_small_owt", resolve_device(args.device), launch.world_size,
                  config.train_config(args.seed, args.device).batch_size, launch.is_main)
