@@ -72,7 +72,8 @@ def paper_book(tmp_path_factory):
             )
     finally:
         os.environ.pop("HF_HUB_CACHE") if previous is None else os.environ.__setitem__("HF_HUB_CACHE", previous)
-    return book, printed
+    yield book, printed
+    shutil.rmtree(book, ignore_errors=True)  # GPT-2-sized checkpoints: tens of GB that pytest would keep
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ teacher; ``dot_sc`` reuses ``dot/``), so every run is trained once and later met
 """
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,10 +101,20 @@ def adopt_runs(runs_dir: Path, method: str, candidates: list[Path], preset: str,
                 continue
             checkpoints = sorted(p.name for p in (source / "checkpoints").glob("step-*"))
             old = set(checkpoints[:-1])
-            shutil.copytree(source, target, ignore=lambda _, names: [n for n in names if n in old])
+            shutil.copytree(source, target, ignore=lambda _, names: [n for n in names if n in old],
+                            copy_function=_link_or_copy)
             copied.append(str(source))
             break
     return copied
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """A hard link where the file system allows it (an adopted GPT-2 run is gigabytes; every later write replaces
+    a file atomically, so the chapter's copy is never changed through the link), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _count(module: torch.nn.Module) -> int:
