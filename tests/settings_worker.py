@@ -19,12 +19,14 @@ examples = make_splits(2, 64, 0, 0, seed=0).train
 dataset = encode_examples(tokenizer, examples, "all")
 seed_everything(0)
 model = build_model("tiny", tokenizer=tokenizer, dropout=0.0)
+initial = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items() if "lm_head" not in k}
 config = train_settings(global_batch=16, micro_batch_size=4, steps=4, lr=3e-3, seed=0, device="cpu", max_grad_norm=None)
 config.progress = False
 result = train(model, dataset, config, lambda b: collate(b, tokenizer.pad_token_id), output_dir=run_dir,
                settings={"task": "2x2"})
 if launch_info().is_main:
     save_file({k: v.contiguous() for k, v in result.model.state_dict().items() if "lm_head" not in k}, f"{out}/weights.safetensors")
+    save_file(initial, f"{out}/initial.safetensors")
     split = {"batch_size": config.batch_size, "grad_accum_steps": config.grad_accum_steps, "steps": result.step,
              "steps_trained": result.steps_trained}
     (Path(out) / "split.json").write_text(json.dumps(split))

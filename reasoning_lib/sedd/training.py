@@ -150,6 +150,8 @@ def train_sedd(config: SEDDRunConfig, sequences, num_states: int, output_dir: st
         container, rows, config.train_config(seed, device), _collate,
         SEDDObjective(graph, noise), output_dir=folder, on_step=lambda step, loss: container.ema.update(container.model),
         settings={k: v for k, v in settings.items() if k not in SAMPLING_FIELDS},
+        # under a constant rate a longer run continues a shorter one exactly (the paper's runs were extended so)
+        extendable=config.schedule == "constant",
     )
     model = container.model
     container.ema.copy_to(model)
