@@ -142,8 +142,7 @@ def prepare_data(config: BaselineConfig, seed: int, data_dir: str | Path | None 
         splits = load_gsm8k_splits(config.train_file, config.valid_file, config.test_file, config.num_valid)
         splits = GSM8KSplits(splits.train[: config.num_train], splits.valid, splits.test[: config.num_test])
         if data_dir is not None:
-            for name in ("train", "valid", "test"):
-                write_examples(Path(data_dir) / f"{name}.txt", getattr(splits, name))
+            save_splits(data_dir, splits)
         return splits
     n_digits = parse_task(config.task)
     test = _published(config.test_file, n_digits)
@@ -154,9 +153,22 @@ def prepare_data(config: BaselineConfig, seed: int, data_dir: str | Path | None 
     splits = MultiplicationSplits(n_digits, splits.train, splits.valid if valid is None else valid[: config.num_valid],
                                   splits.test if test is None else test[: config.num_test])
     if data_dir is not None:
-        for name in ("train", "valid", "test"):
-            write_examples(Path(data_dir) / f"{name}.txt", getattr(splits, name))
+        save_splits(data_dir, splits)
     return splits
+
+
+def save_splits(data_dir: str | Path, splits) -> None:
+    """Write train/valid/test in the published format; a folder already holding other problems is refused, not
+    overwritten (it belongs to another run's settings, whose models were trained on it)."""
+    files = {name: Path(data_dir) / f"{name}.txt" for name in ("train", "valid", "test")}
+    for name, path in files.items():
+        lines = "".join(e.to_line() + "\n" for e in getattr(splits, name))
+        if path.is_file() and path.read_text(encoding="utf-8") != lines:
+            raise ValueError(f"{path} holds other {name} problems than these settings make (another seed, task or "
+                             "size wrote it): use another output_dir, or delete that folder to start again")
+    for name, path in files.items():
+        if not path.is_file():
+            write_examples(path, getattr(splits, name))
 
 
 def _published(path: str | None, n_digits: int) -> list[Example] | None:

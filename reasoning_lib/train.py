@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from . import run_record
+from . import run_lock, run_record
 from .tracking import Tracker, make_tracker
 from .config import check_choice, check_positive, check_type
 from .runtime import DistributedContext, autocast, init_distributed, resolve_device
@@ -227,10 +227,22 @@ def train(
     if output_dir is not None:
         record = run_record.check_same_run(output_dir, identity, extendable)
         if record is not None and record.get("finished"):
-            return _reload_finished(model, output_dir, record, config)
-        if ctx.is_main:
-            run_record.write_record(output_dir, identity, finished=False)
-            (output_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
+            return _reload_finished(model, output_dir, record, config)  # writes nothing: a read-only folder works
+    with run_lock.hold(output_dir, enabled=ctx.is_main):
+        if output_dir is not None:
+            run_record.check_same_run(output_dir, identity, extendable)  # again: a writer may have ended meanwhile
+        return _train_steps(model, dataset, config, collate_fn, loss_fn, output_dir, on_step, identity, validate,
+                            ctx, device)
+
+
+def _train_steps(model, dataset, config: TrainConfig, collate_fn, loss_fn, output_dir: Path | None, on_step,
+                 identity: dict, validate, ctx: DistributedContext, device: torch.device) -> TrainResult:
+    """The body of :func:`train` once the run is known to be new or unfinished and this process holds its lock."""
+    if output_dir is not None:
+        _refuse_checkpoints_past(output_dir / "checkpoints", config.max_steps)
+    if output_dir is not None and ctx.is_main:
+        run_record.write_record(output_dir, identity, finished=False)
+        (output_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
     optimizer = torch.optim.AdamW(
         list(model.parameters()), lr=config.lr, weight_decay=config.weight_decay, fused=device.type == "cuda"
     )
@@ -313,6 +325,15 @@ def train(
     model.eval()
     return TrainResult(model=model, history=history, step=step, steps_trained=step - first_step, best=chosen,
                        validation=validation)
+
+
+def _refuse_checkpoints_past(ckpt_dir: Path, max_steps: int) -> None:
+    """A checkpoint beyond ``max_steps`` belongs to a longer run: resuming would return its weights as this run's."""
+    found = ckpt.list_checkpoints(ckpt_dir)
+    steps = [int(ckpt.STEP_DIR.match(f.name).group(1)) for f in found]
+    if steps and max(steps) > max_steps:
+        raise ValueError(f"{ckpt_dir} holds a checkpoint of step {max(steps)}, past max_steps={max_steps}: those are "
+                         "the weights of a longer run; use another output_dir, or delete the folder to train again")
 
 
 def _grad_norm(model: torch.nn.Module, max_norm: float | None) -> float:

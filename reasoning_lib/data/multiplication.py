@@ -9,6 +9,7 @@ excludes any problems you pass (e.g. the BIG-bench test set), which the referenc
 from __future__ import annotations
 
 import random
+import sys
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -68,6 +69,8 @@ def parse_task(task: str) -> int:
     left, _, right = task.lower().partition("x")
     if not (left.isdigit() and left == right):
         raise ValueError(f"task={task!r} is not a multiplication task like '3x3' or '4x4'")
+    if not 1 <= int(left) <= MAX_DIGITS:
+        raise ValueError(f"task={task!r}: operands must have 1 to {MAX_DIGITS} digits")
     return int(left)
 
 
@@ -93,7 +96,11 @@ def sample_pairs(n_digits: int, count: int, seed: int, exclude: Iterable[tuple[i
     seen = set(excluded)
     while len(pairs) < count:
         need = min(count - len(pairs) + len(excluded), span * span)
-        for code in rng.sample(range(span * span), need):
+        # random.sample needs len(range) to fit a C ssize_t: from 10x10 on, draw codes one by one (repeats are
+        # skipped below like excluded pairs)
+        codes = (rng.sample(range(span * span), need) if span * span <= sys.maxsize
+                 else [rng.randrange(span * span) for _ in range(need)])
+        for code in codes:
             pair = (low + code // span, low + code % span)
             if pair not in seen:
                 seen.add(pair)

@@ -310,8 +310,17 @@ def generated_text(tokenizer, layout: Layout, ids) -> str | None:
 
 
 def decode_tokens(tokenizer, layout: Layout, ids, mask_text: str = "▒") -> list[str]:
-    """One string per position (the mask state drawn as ``mask_text``), for the denoising chain."""
-    return [mask_text if int(i) == layout.mask_id else tokenizer.convert_ids_to_tokens(int(i)) for i in ids]
+    """One string per position (the mask state drawn as ``mask_text``), for the denoising chain. Byte-level BPE
+    tokens are shown as text (GPT-2's ``Ġ7`` as ``7``); special tokens keep their names."""
+    special = set(tokenizer.all_special_ids)
+    return [mask_text if int(i) == layout.mask_id else _readable(tokenizer, int(i), special) for i in ids]
+
+
+def _readable(tokenizer, token_id: int, special: set[int]) -> str:
+    token = tokenizer.convert_ids_to_tokens(token_id)
+    if token_id in special:
+        return token
+    return tokenizer.convert_tokens_to_string([token]).strip() or token
 
 
 def has_answer(text: str | None) -> bool:

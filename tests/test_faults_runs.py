@@ -1,0 +1,147 @@
+"""Faults around a run folder: two writers, a longer run's checkpoints, another run's data, tasks out of range.
+
+Each test gives the fault, the message it must produce, and checks that nothing already there was changed.
+"""
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reasoning_lib import baselines, run_lock
+from reasoning_lib.data import collate, encode_examples, make_splits
+from reasoning_lib.data.multiplication import parse_task
+from reasoning_lib.models import build_model
+from reasoning_lib.runtime import seed_everything
+from reasoning_lib.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def dataset(digit_tokenizer):
+    return encode_examples(digit_tokenizer, make_splits(2, 256, 0, 0, seed=0).train, "all")
+
+
+def _run(tokenizer, dataset, output_dir, **overrides):
+    seed_everything(0)
+    model = build_model("tiny", tokenizer=tokenizer, dropout=0.0)
+    settings = dict(max_steps=6, batch_size=16, lr=3e-3, warmup_steps=2, log_every=2, checkpoint_every=3,
+                    progress=False, device="cpu", tracking="none")
+    return train(model, dataset, TrainConfig(**{**settings, **overrides}), lambda b: collate(b, tokenizer.pad_token_id),
+                 output_dir=output_dir)
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _live_process() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def test_a_second_writer_is_refused_naming_the_first_and_nothing_is_written(digit_tokenizer, dataset, tmp_path):
+    other = _live_process()
+    try:
+        (tmp_path / run_lock.LOCK).write_text(json.dumps({"pid": other.pid, "host": socket.gethostname()}))
+        before = _snapshot(tmp_path)
+        with pytest.raises(run_lock.RunLockedError, match=rf"being trained by process {other.pid} on {socket.gethostname()}"):
+            _run(digit_tokenizer, dataset, tmp_path)
+        assert _snapshot(tmp_path) == before  # no log, record, config or checkpoint of the refused run
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_lock_from_a_process_that_died_is_taken_over_and_released(digit_tokenizer, dataset, tmp_path, capsys):
+    dead = _live_process()
+    dead.kill()
+    dead.wait()
+    (tmp_path / run_lock.LOCK).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    result = _run(digit_tokenizer, dataset, tmp_path)
+    assert result.steps_trained == 6
+    assert f"taking over the lock of process {dead.pid}" in capsys.readouterr().out
+    assert not (tmp_path / run_lock.LOCK).exists()  # released when training ends
+
+
+def test_a_lock_from_another_host_is_refused_with_the_file_to_delete(tmp_path):
+    (tmp_path / run_lock.LOCK).write_text(json.dumps({"pid": 1, "host": "gpu-node-7"}))
+    with pytest.raises(run_lock.RunLockedError, match=rf"process 1 on gpu-node-7.*delete {tmp_path / run_lock.LOCK}"):
+        run_lock.acquire(tmp_path)
+
+
+def test_the_lock_is_released_when_training_fails(digit_tokenizer, dataset, tmp_path):
+    seen = []
+
+    def failing_loss(model, batch):
+        seen.append(run_lock.LOCK in os.listdir(tmp_path))
+        if len(seen) == 2:
+            raise RuntimeError("out of memory (simulated)")
+        return model(**{k: batch[k] for k in ("input_ids", "attention_mask", "labels")}).loss
+
+    model = build_model("tiny", tokenizer=digit_tokenizer, dropout=0.0)
+    config = TrainConfig(max_steps=6, batch_size=16, lr=3e-3, progress=False, device="cpu", tracking="none")
+    with pytest.raises(RuntimeError, match="simulated"):
+        train(model, dataset, config, lambda b: collate(b, digit_tokenizer.pad_token_id), failing_loss, tmp_path)
+    assert seen == [True, True]  # held while training
+    assert not (tmp_path / run_lock.LOCK).exists()
+
+
+def test_reloading_a_finished_run_writes_nothing(digit_tokenizer, dataset, tmp_path):
+    _run(digit_tokenizer, dataset, tmp_path)
+    before = _snapshot(tmp_path)
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    again = _run(digit_tokenizer, dataset, tmp_path)
+    assert again.steps_trained == 0
+    assert _snapshot(tmp_path) == before  # no lock file, no rewritten train_config.json (a read-only copy reloads)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == stamps
+
+
+def test_checkpoints_of_a_longer_run_are_refused_not_returned(digit_tokenizer, dataset, tmp_path):
+    _run(digit_tokenizer, dataset, tmp_path, max_steps=6)
+    (tmp_path / "run.json").unlink()  # a folder from before run records: only its checkpoints tell the length
+    before = _snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"checkpoint of step 6, past max_steps=3"):
+        _run(digit_tokenizer, dataset, tmp_path, max_steps=3)
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_shorter_run_in_a_recorded_folder_is_refused_by_its_settings(digit_tokenizer, dataset, tmp_path):
+    _run(digit_tokenizer, dataset, tmp_path, max_steps=6)
+    before = _snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"max_steps: 6 -> 3"):
+        _run(digit_tokenizer, dataset, tmp_path, max_steps=3)
+    assert _snapshot(tmp_path) == before
+
+
+def test_data_of_another_run_is_not_overwritten(tmp_path):
+    config = baselines.get_config("smoke")
+    baselines.prepare_data(config, seed=0, data_dir=tmp_path)
+    before = _snapshot(tmp_path)
+    baselines.prepare_data(config, seed=0, data_dir=tmp_path)  # the same settings: the same files, kept
+    assert _snapshot(tmp_path) == before
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'train.txt'} holds other train problems"):
+        baselines.prepare_data(config, seed=1, data_dir=tmp_path)
+    assert _snapshot(tmp_path) == before
+
+
+def test_tasks_of_ten_digits_and_more_are_generated(tmp_path):
+    splits = make_splits(12, 4, 1, 2, seed=0)
+    assert [len(side.split()) for side in splits.test[0].question.split("*")] == [12, 12]
+    assert len({e.question for e in splits.train + splits.valid + splits.test}) == 7
+
+
+@pytest.mark.parametrize("task", ["0x0", "21x21"])
+def test_tasks_out_of_range_are_refused_with_the_range(task):
+    with pytest.raises(ValueError, match=rf"task='{task}': operands must have 1 to 20 digits"):
+        parse_task(task)
+
+
+def test_an_unreadable_lock_is_not_silently_broken(tmp_path):
+    (tmp_path / run_lock.LOCK).write_text("{half written")
+    with pytest.raises(run_lock.RunLockedError, match=r"process \? on \?"):
+        run_lock.acquire(tmp_path)
+    assert os.path.exists(tmp_path / run_lock.LOCK)
