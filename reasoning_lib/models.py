@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from pathlib import Path
 
 import torch
 from transformers import (
@@ -128,11 +129,23 @@ def _dropout_settings(arch: str, dropout: float | None) -> dict:
 def _load_pretrained(auto, name: str, attn: str, extra: dict) -> PreTrainedModel:
     try:
         return auto.from_pretrained(name, attn_implementation=attn, local_files_only=_offline(), **extra)
-    except OSError as err:
+    except (OSError, ValueError) as err:
+        if Path(name).is_dir():  # a local folder: its own problem (no weights, a bad config.json), not the hub's
+            raise FileNotFoundError(f"model folder {name} could not be loaded ({folder_contents(name)}): "
+                                    f"{type(err).__name__}: {err}") from None
+        if not isinstance(err, OSError):
+            raise
         where = "not a local folder nor in the local cache, and HF_HUB_OFFLINE=1 forbids the hub" if _offline() else str(err)
         raise FileNotFoundError(
             f"model {name!r} is not a size preset {list(SIZE_PRESETS)} and could not be loaded: {where}"
         ) from None
+
+
+def folder_contents(folder: str | os.PathLike, limit: int = 8) -> str:
+    """``'holds config.json, vocab.json'``: what a model folder that failed to load actually has."""
+    names = sorted(p.name for p in Path(folder).iterdir())
+    shown = ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+    return f"it holds {shown}" if names else "it is empty"
 
 
 def _named_loss(model: PreTrainedModel, arch: str) -> PreTrainedModel:

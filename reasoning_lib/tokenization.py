@@ -57,7 +57,11 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=offline)
-    except OSError as err:
+    except (OSError, ValueError) as err:
+        if Path(name_or_path).is_dir():  # a local folder: say what is wrong with it, not that the hub is off
+            raise FileNotFoundError(f"tokenizer folder {name_or_path} could not be loaded: {type(err).__name__}: {err}") from None
+        if not isinstance(err, OSError):
+            raise
         where = "not a local folder nor in the local cache, and HF_HUB_OFFLINE=1 forbids the hub" if offline else str(err)
         raise FileNotFoundError(f"tokenizer {name_or_path!r} could not be loaded: {where}") from None
     if len(tokenizer) < 2:  # AutoTokenizer's fallback for a folder it found nothing in

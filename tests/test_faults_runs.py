@@ -145,3 +145,67 @@ def test_an_unreadable_lock_is_not_silently_broken(tmp_path):
     with pytest.raises(run_lock.RunLockedError, match=r"process \? on \?"):
         run_lock.acquire(tmp_path)
     assert os.path.exists(tmp_path / run_lock.LOCK)
+
+
+# ---------------------------------------------------------------- local model folders: the real cause, not "the hub"
+def test_a_model_folder_without_weights_says_what_it_holds(digit_tokenizer, tmp_path, monkeypatch):
+    from reasoning_lib.models import build_model as build
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    build("tiny", tokenizer=digit_tokenizer).save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=rf"model folder {tmp_path} could not be loaded \(it holds config.json") as err:
+        build(str(tmp_path))
+    assert "HF_HUB_OFFLINE" not in str(err.value)
+
+
+def test_a_model_folder_with_a_broken_config_is_named(digit_tokenizer, tmp_path, monkeypatch):
+    from reasoning_lib.models import build_model as build
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    build("tiny", tokenizer=digit_tokenizer).save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2", "n_layer": ')
+    with pytest.raises(FileNotFoundError, match=rf"model folder {tmp_path} could not be loaded") as err:
+        build(str(tmp_path))
+    assert "HF_HUB_OFFLINE" not in str(err.value)
+
+
+def test_a_tokenizer_folder_with_a_broken_file_is_named(digit_tokenizer, tmp_path, monkeypatch):
+    from reasoning_lib.tokenization import load_tokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    digit_tokenizer.save_pretrained(tmp_path)
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(FileNotFoundError, match=rf"tokenizer folder {tmp_path} could not be loaded") as err:
+        load_tokenizer(str(tmp_path))
+    assert "HF_HUB_OFFLINE" not in str(err.value)
+
+
+def _sedd_folder(tmp_path):
+    from reasoning_lib.sedd.loading import save_model
+    from reasoning_lib.sedd.model import SEDD, DDiTConfig
+
+    model = SEDD(DDiTConfig(vocab_size=11, hidden_size=32, cond_dim=16, n_heads=2, n_blocks=1))
+    save_model(model, tmp_path, "absorb", {"type": "loglinear"})
+    return tmp_path / "config.json"
+
+
+def test_a_sedd_config_without_an_entry_names_the_entry_and_the_folder(tmp_path):
+    from reasoning_lib.sedd.loading import load_model
+
+    path = _sedd_folder(tmp_path)
+    cfg = json.loads(path.read_text())
+    del cfg["model"]
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=rf"the SEDD config of {tmp_path} has no 'model' entry"):
+        load_model(tmp_path)
+
+
+def test_a_sedd_config_that_is_not_json_is_named_with_its_line(tmp_path):
+    from reasoning_lib.sedd.loading import build_random, load_model
+
+    path = _sedd_folder(tmp_path)
+    path.write_text('{\n  "tokens": 10,\n  "graph": {"type": "absorb"\n}')
+    for load in (load_model, build_random):
+        with pytest.raises(ValueError, match=rf"{path}:4: not valid JSON"):
+            load(tmp_path)

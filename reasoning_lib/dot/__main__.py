@@ -27,12 +27,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test-file", default=None)
     parser.add_argument("--init", default=None, help="SEDD folder or hub id to fine-tune (default: the preset's)")
     parser.add_argument("--output-dir", default="outputs/04_diffusion_of_thoughts")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --preset paper: the published shapes and pipeline, random init, a few steps (CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("task", args.task), ("train_file", args.train_file), ("test_file", args.test_file),
                                    ("init", args.init)) if v is not None}
-    config = get_config(args.preset, **overrides)
+    config = get_config(args.preset, dry_run=args.dry_run, **overrides)
     out = resolve_output_dir(args.output_dir)
     seed_everything(args.seed)
     tokenizer, layout, splits = prepare_data(config, args.seed)
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
                  config.sedd_config().train_config(args.seed, args.device).batch_size, launch.is_main)
     _, history = train_dot(args.variant, config, splits.train, tokenizer, layout, out / args.variant, args.seed, args.device)
     if launch_info().is_main:
-        print(f"{args.variant}: trained {history[-1]['step']} steps; final loss {history[-1]['loss']:.2f}")
+        print(f"{args.variant}: {history[-1]['step']} steps of {config.max_steps}; final loss {history[-1]['loss']:.2f}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Every pickle is read with ``weights_only=True``. A config that disagrees with it
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 import os
 from pathlib import Path
 
@@ -53,13 +54,14 @@ def load_model(path_or_repo_id: str | os.PathLike, device: str | torch.device = 
     else:
         found = _download(str(path_or_repo_id))
     cfg, state, ema_state = found
-    model = build_from_state(cfg, state)
-    if ema_state is not None:
-        ema = EMA(model)
-        ema.load_reference_state(ema_state, model)
-        ema.copy_to(model)
-    graph_type = cfg["graph"]["type"]
-    return model.to(device).eval(), build_graph(graph_type, model.config.vocab_size), build_noise(dict(cfg["noise"]))
+    with _naming(path_or_repo_id):
+        model = build_from_state(cfg, state)
+        if ema_state is not None:
+            ema = EMA(model)
+            ema.load_reference_state(ema_state, model)
+            ema.copy_to(model)
+        graph_type = cfg["graph"]["type"]
+        return model.to(device).eval(), build_graph(graph_type, model.config.vocab_size), build_noise(dict(cfg["noise"]))
 
 
 def build_random(path_or_repo_id: str | os.PathLike) -> SEDD:
@@ -70,19 +72,45 @@ def build_random(path_or_repo_id: str | os.PathLike) -> SEDD:
         path = folder / (RUN_CONFIG if (folder / RUN_CONFIG).is_file() else CONFIG_FILE)
         if not path.is_file():
             raise FileNotFoundError(f"{folder} has no {CONFIG_FILE} or {RUN_CONFIG} to build a SEDD from")
-        cfg = yaml.safe_load(path.read_text()) if path.suffix == ".yaml" else json.loads(path.read_text())
+        cfg = read_config(path)
     else:
         cfg = _download(str(path_or_repo_id), files=(CONFIG_FILE,))[0]
-    return SEDD(DDiTConfig.from_reference(cfg))
+    with _naming(path_or_repo_id):
+        return SEDD(DDiTConfig.from_reference(cfg))
+
+
+def read_config(path: Path) -> dict:
+    """A SEDD config (JSON, or the reference run folder's YAML); a file that does not parse is named with its line."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+        cfg = yaml.safe_load(text) if path.suffix == ".yaml" else json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{err.lineno}: not valid JSON ({err.msg}, column {err.colno})") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: expected a mapping of settings, found {type(cfg).__name__}")
+    return cfg
+
+
+@contextmanager
+def _naming(source):
+    """A missing config entry named with the model it belongs to and the keys a SEDD config has."""
+    try:
+        yield
+    except KeyError as err:
+        raise ValueError(f"the SEDD config of {source} has no {err} entry: it needs the reference's keys "
+                         "(tokens, graph.type, noise.type, model.hidden_size, model.cond_dim, model.n_heads, "
+                         "model.n_blocks, ...)") from None
 
 
 def _read_folder(folder: Path) -> tuple[dict, dict, dict | None]:
     if (folder / RUN_CONFIG).is_file() and (folder / RUN_CHECKPOINT).is_file():
-        cfg = yaml.safe_load((folder / RUN_CONFIG).read_text())
+        cfg = read_config(folder / RUN_CONFIG)
         checkpoint = torch.load(folder / RUN_CHECKPOINT, map_location="cpu", weights_only=True)
         return cfg, checkpoint["model"], checkpoint["ema"]
     if (folder / CONFIG_FILE).is_file():
-        cfg = json.loads((folder / CONFIG_FILE).read_text())
+        cfg = read_config(folder / CONFIG_FILE)
         if (folder / OUR_WEIGHTS).is_file():
             return cfg, load_file(str(folder / OUR_WEIGHTS)), None
         if (folder / HUB_WEIGHTS).is_file():
@@ -103,7 +131,7 @@ def _download(repo_id: str, files: tuple[str, ...] = (CONFIG_FILE, HUB_WEIGHTS))
     except (EntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, HFValidationError, OSError) as err:
         why = "it is not in the local cache and HF_HUB_OFFLINE=1 forbids downloading" if offline else f"{type(err).__name__}: {err}"
         raise FileNotFoundError(f"{repo_id!r} is not a local folder and its {CONFIG_FILE}/{HUB_WEIGHTS} could not be fetched from the hub: {why}") from None
-    cfg = json.loads(Path(paths[0]).read_text())
+    cfg = read_config(Path(paths[0]))
     state = torch.load(paths[1], map_location="cpu", weights_only=True) if len(paths) > 1 else None
     return cfg, state, None
 
