@@ -209,3 +209,24 @@ def test_a_sedd_config_that_is_not_json_is_named_with_its_line(tmp_path):
     for load in (load_model, build_random):
         with pytest.raises(ValueError, match=rf"{path}:4: not valid JSON"):
             load(tmp_path)
+
+
+# ---------------------------------------------------------------- data settings that would leak or be ignored
+def test_an_empty_test_file_is_refused_not_replaced_by_generated_problems(tmp_path):
+    empty = tmp_path / "test.txt"
+    empty.write_text("\n")
+    with pytest.raises(ValueError, match=rf"{empty} holds no examples"):
+        baselines.prepare_data(baselines.get_config("smoke", test_file=str(empty)), seed=0)
+
+
+def test_a_test_file_of_another_task_is_refused_with_its_line(tmp_path):
+    from reasoning_lib.data import write_examples
+
+    wrong = write_examples(tmp_path / "test.txt", make_splits(3, 0, 0, 4, seed=0).test)
+    with pytest.raises(ValueError, match=rf"{wrong}:1 is a 3x3 problem but the task is 2x2"):
+        baselines.prepare_data(baselines.get_config("smoke", test_file=str(wrong)), seed=0)
+
+
+def test_a_negative_validation_size_is_refused():
+    with pytest.raises(ValueError, match="num_valid"):
+        baselines.get_config("smoke", num_valid=-1)
