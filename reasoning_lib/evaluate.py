@@ -4,9 +4,10 @@ A model reads the prompt `` {x} E`` and generates greedily with the KV cache unt
 ``num_separators`` E tokens: 1 for a model that answers directly, 2 for explicit CoT (CoT E answer E).
 The decoding loop is our own (a few lines over the model's forward and its cache) because HF ``generate``
 always stops at the first end-of-sequence token, and because later chapters need to alter the prompt pass.
-A prediction is correct when ``extract_answer`` of it equals that of the gold answer: exact string match,
-so every digit of a reversed, zero-padded product must be right. Throughput is examples / wall-clock seconds
-over the timed region (generate + decode + compare), with the device synchronised before each clock read.
+A prediction is scored by ``reasoning_lib.answers``, the book's one rule: the answer after the first ``####``
+must be the gold digit sequence exactly (every digit of a reversed, zero-padded product) or, for GSM8K, a number
+of the same value. Throughput is examples / wall-clock seconds over the timed region (generate + decode +
+compare), with the device synchronised before each clock read.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from typing import Callable
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .data.examples import ANSWER_MARKER, Example, extract_answer
+from . import answers
+from .data.examples import Example
 from .data.sequences import encode_examples
 from .runtime import autocast, model_precision
 
@@ -106,18 +108,17 @@ def decode_generated(tokenizer: PreTrainedTokenizerBase, tokens: torch.Tensor, n
 
 
 def is_correct(prediction: str, example: Example) -> bool:
-    """Exact match of the extracted answers."""
-    return extract_answer(prediction) == extract_answer(example.answer)
+    """Whether the answer a prediction writes after ``####`` is right for ``example`` (``answers.is_correct``)."""
+    return answers.is_correct(prediction, example.answer)
 
 
 def position_accuracy(predictions: list[str], examples: list[Example]) -> list[float]:
     """For each position i of the gold answer's symbols (after ``####``), the fraction of predictions whose
     i-th answer symbol matches: which digits of a product a model gets right (i = 0 is the ones digit)."""
-    width = max(len(extract_answer(e.answer).split()) - 1 for e in examples)
-    hits = [0] * width
-    for prediction, example in zip(predictions, examples, strict=True):
-        predicted = extract_answer(prediction).split()[1:] if ANSWER_MARKER in prediction else []
-        gold = extract_answer(example.answer).split()[1:]
+    golds = [answers.digit_positions(answers.extract_answer(e.answer)) for e in examples]
+    hits = [0] * max(len(g) for g in golds)
+    for prediction, gold in zip(predictions, golds, strict=True):
+        predicted = answers.digit_positions(answers.extract_answer(prediction))
         for i, (p, g) in enumerate(zip(predicted, gold)):
             hits[i] += p == g
     return [h / len(examples) for h in hits]

@@ -198,12 +198,13 @@ def test_mp_context_sent_to_the_sampler_matches_training(tokenizer, layout):
     assert " ".join(decode_tokens(tokenizer, layout, ids[0][fixed[0]])) == f"{EXAMPLE.question} 8 4 4 3 + <eos> ||"
 
 
-def test_scoring_extracts_after_the_last_marker_and_compares_numbers(tokenizer, layout):
-    assert extract_answer("<<1+1=2>> #### 2 #### 3") == "3" and extract_answer("no marker") is None
+def test_scoring_extracts_after_the_first_marker_and_compares_numbers(tokenizer, layout):
+    assert extract_answer("<<1+1=2>> #### 2 #### 3") == "2 #### 3" and extract_answer("no marker") is None
     assert parse_number("-3") == -3 and parse_number("2.5") == parse_number("2.50") and parse_number("1,000") == 1000
-    assert parse_number("8 5 6") == 856 and parse_number("12a") is None and parse_number("") is None
+    assert parse_number("8 5 6") is None and parse_number("12a") is None and parse_number("") is None
     assert answers_match("-3", "-3") and answers_match("1,000", "1000") and not answers_match("3", "-3")
     assert not answers_match(None, "3") and answers_match("yes", "yes") and not answers_match("12", "twelve")
+    assert not answers_match("5 6 1", "0 5 6 1")  # 165 is not 1650: reversed products match digit by digit
     never_ends = torch.tensor(tokenizer(f"{EXAMPLE.question} <eos> || #### 1 2")["input_ids"])
     assert generated_text(tokenizer, layout, never_ends) is None  # no end-of-text after the answer: wrong
     golds = [extract_answer(e.answer) for e in make_splits(3, 20, 0, 0, seed=4).train]

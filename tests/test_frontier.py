@@ -20,6 +20,7 @@ def test_scoring_is_exact_on_digits_and_numeric_on_plain_numbers():
     assert frontier.answer_correct("1,000", "1000") and frontier.answer_correct("72", "72")
     assert not frontier.answer_correct("71", "72")
     assert not frontier.answer_correct(None, "72")
+    assert not frontier.answer_correct("7 2", "72")  # a number must be written as one
 
 
 def test_measure_counts_right_answers_and_times_both_modes():

@@ -2,9 +2,9 @@
 
 Follows the ICoT-KD release (Deng et al. 2023, ``da03/implicit_chain_of_thought``, ``src/data.py``): the
 chain of thought (CoT) is the text before the first ``####``; the answer keeps its ``####`` prefix and loses
-its commas. Deliberate difference: lines are split on ``\\n`` only (not ``str.splitlines``, which also cuts at
-U+2028 and mangles one GSM8K training line), and a malformed line raises ``MalformedLineError`` naming
-``path:line`` instead of being dropped.
+its commas (``reasoning_lib.answers`` extracts and scores answers). Deliberate difference: lines are split on
+``\\n`` only (not ``str.splitlines``, which also cuts at U+2028 and mangles one GSM8K training line), and a
+malformed line raises ``MalformedLineError`` naming ``path:line`` instead of being dropped.
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-ANSWER_MARKER = "####"
+from ..answers import ANSWER_MARKER
+
 FIELD_SEPARATOR = "||"
 
 
@@ -92,15 +93,6 @@ def write_examples(path: str | os.PathLike, examples: Iterable[Example]) -> Path
             handle.write(example.to_line() + "\n")
     os.replace(tmp, path)
     return path
-
-
-def extract_answer(text: str) -> str:
-    """Answer key for exact match (spec §5): ``'####' + text after the first '####'``, stripped, no commas.
-
-    Text without ``####`` is compared whole (stripped, commas removed)."""
-    if ANSWER_MARKER in text:
-        text = ANSWER_MARKER + text.split(ANSWER_MARKER, 1)[1]
-    return text.strip().replace(",", "")
 
 
 def data_digest(examples: Iterable[Example]) -> str:

@@ -1,8 +1,9 @@
 """Diffusion of Thoughts (Ye et al. 2024, arXiv 2402.07754) on the SEDD core of ``reasoning_lib.sedd``.
 
-``data`` (question-fixed canvases; DoT, DoT-MP thoughts and the answer-only control), ``answers`` (extraction,
-numeric scoring, majority vote and self-consistency), ``inference`` (DoT and DoT-MP sampling, accuracy,
-batch-1 throughput), ``presets`` and ``stages`` (data, training from scratch or from a SEDD checkpoint).
+``data`` (question-fixed canvases; DoT, DoT-MP thoughts and the answer-only control), ``answers`` (majority
+vote and self-consistency; extraction and scoring are the book's ``reasoning_lib.answers``, re-exported),
+``inference`` (DoT and DoT-MP sampling, accuracy, batch-1 throughput), ``presets`` and ``stages`` (data,
+training from scratch or from a SEDD checkpoint).
 """
 from .answers import answers_match, extract_answer, majority_vote, parse_number, self_consistency
 from .data import Layout, build_tokenizer, encode_examples, mp_context, thoughts, training_pairs

@@ -1,50 +1,18 @@
-"""Answer extraction, scoring and self-consistency (spec §3.5, §3.6).
+"""Majority vote and self-consistency over sampled answers (Ye et al. 2024, arXiv 2402.07754).
 
-Extraction follows the reference's SEDD branch: the generated text (after ``||``, up to the first end-of-text;
-a sample that never ends is wrong), then the text after its last ``####``. Scoring deviates on purpose: the
-reference's ``str.isnumeric`` can never accept ``-3`` or ``2.5``; here a number may carry a sign, a decimal
-point and thousands separators, and numbers compare by value. Digit strings written with spaces (the reversed
-multiplication answers) are joined first, so ``'8 5 6'`` reads as ``856``.
+Extraction and scoring are the book's one rule, ``reasoning_lib.answers`` (re-exported here): the generated text
+(after ``||``, up to the first end-of-text; ``data.generated_text``, a sample that never ends is wrong), then the
+answer after its first ``####``, exact on digit sequences and by value on GSM8K numbers.
 """
 from __future__ import annotations
 
-import re
 from collections import Counter
-from decimal import Decimal, InvalidOperation
 
-from ..data.examples import ANSWER_MARKER
+from ..answers import answers_match, extract_answer, parse_number
 
-NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)$")
+__all__ = ["TIE_RULES", "answers_match", "extract_answer", "majority_vote", "parse_number", "self_consistency"]
+
 TIE_RULES = ("first", "reference")
-
-
-def extract_answer(generated: str | None) -> str | None:
-    """Text after the last ``####`` of a generated target, stripped; None when there is no answer."""
-    if generated is None or ANSWER_MARKER not in generated:
-        return None
-    return generated.rsplit(ANSWER_MARKER, 1)[1].strip()
-
-
-def parse_number(text: str | None) -> Decimal | None:
-    """``'-3'``, ``'2.5'``, ``'1,000'``, ``'8 5 6'`` → a Decimal; anything else → None."""
-    if text is None:
-        return None
-    compact = re.sub(r"(?<=\d)[ ,](?=\d)", "", text.strip())
-    if not NUMBER.match(compact):
-        return None
-    try:
-        return Decimal(compact)
-    except InvalidOperation:
-        return None
-
-
-def answers_match(predicted: str | None, gold: str) -> bool:
-    """By value when the gold answer is a number (the prediction must parse as one); else exact text."""
-    gold_value = parse_number(gold)
-    if gold_value is None:
-        return predicted is not None and predicted.strip() == gold.strip()
-    value = parse_number(predicted)
-    return value is not None and value == gold_value
 
 
 def majority_vote(candidates: list[str | None], tie_rule: str = "first") -> str | None:

@@ -9,7 +9,7 @@ import torch
 
 from .. import viz
 from ..data.examples import Example
-from .answers import answers_match, extract_answer
+from ..answers import answers_match, extract_answer
 from .data import decode_tokens
 from .inference import Sampler
 

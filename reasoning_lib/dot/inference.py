@@ -20,7 +20,7 @@ import torch
 from ..config import check_choice, check_positive
 from ..data.examples import Example
 from ..sedd import sample
-from .answers import answers_match, extract_answer
+from ..answers import answers_match, extract_answer
 from .data import Layout, generated_text, has_answer, mp_context, prompt_canvases, source_fits
 
 
@@ -145,7 +145,8 @@ def gold_answers(examples: list[Example]) -> list[str]:
 
 def evaluate(sampler: Sampler, variant: str, examples: list[Example], batch_size: int = 128, seed: int = 0,
              max_passes: int = 10) -> DoTEval:
-    """Batched accuracy (exact match of the extracted answer) with one seeded generator for the whole run."""
+    """Batched accuracy (``answers.answers_match`` of the extracted answers) with one seeded generator for the
+    whole run."""
     if not examples:
         raise ValueError("evaluate() got no examples")
     generator = torch.Generator().manual_seed(seed)

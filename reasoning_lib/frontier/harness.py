@@ -1,7 +1,8 @@
 """One measurement for every method: the same test problems, the same answer scoring, the same clocks.
 
 ``measure`` times a method's ``answer`` function at batch size 1 (the papers' protocol; the first problem is
-a warm-up) and over the whole test set in batches, and scores each answer with ``answer_correct``.
+a warm-up) and over the whole test set in batches, and scores each answer with ``answer_correct``, the book's one
+rule (``reasoning_lib.answers``: exact on a product's digit sequence, by value on a GSM8K number).
 ``run_one`` trains or reloads one (method, task) and writes its ``metrics.json``; ``collect`` reads them back.
 """
 from __future__ import annotations
@@ -11,9 +12,9 @@ from pathlib import Path
 import torch
 
 from .. import baselines
+from ..answers import answers_match, extract_answer
 from ..chapter import read_metrics, resolve_output_dir, write_metrics
 from ..data.examples import Example
-from ..dot.answers import answers_match, extract_answer
 from ..evaluate import evaluate_generator
 from ..runtime import resolve_device, seed_everything
 from .methods import (TrainedMethod, adopt_runs, autoregressive_config, data_files, diffusion_config,
@@ -21,14 +22,7 @@ from .methods import (TrainedMethod, adopt_runs, autoregressive_config, data_fil
 from .presets import METHODS, FrontierConfig, get_config
 
 
-def answer_correct(predicted: str | None, gold: str) -> bool:
-    """Exact match of the whitespace-normalised answer (every digit of a product), else equal numeric value
-    (GSM8K's ``1,000`` and ``1000``); None (no answer written) is wrong."""
-    if predicted is None:
-        return False
-    if " ".join(predicted.split()) == " ".join(gold.split()):
-        return True
-    return " " not in gold.strip() and answers_match(predicted, gold)
+answer_correct = answers_match  # the book's one scoring rule (``reasoning_lib.answers``), under chapter 8's name
 
 
 def measure(trained: TrainedMethod, test: list[Example], batch_size: int, throughput_examples: int,

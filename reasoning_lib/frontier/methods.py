@@ -16,9 +16,10 @@ from typing import Callable
 import torch
 
 from .. import baselines, dot
+from ..answers import extract_answer
 from ..chapter import read_metrics
 from ..data.examples import Example
-from ..dot.answers import extract_answer, majority_vote
+from ..dot.answers import majority_vote
 from ..evaluate import generate_text
 from ..implicit_cot import generate_implicit, train_coupled, train_emulator, train_student
 from ..implicit_cot import presets as implicit_presets
