@@ -230,3 +230,20 @@ def test_a_test_file_of_another_task_is_refused_with_its_line(tmp_path):
 def test_a_negative_validation_size_is_refused():
     with pytest.raises(ValueError, match="num_valid"):
         baselines.get_config("smoke", num_valid=-1)
+
+
+# ---------------------------------------------------------------- symbols the tokenizer lacks
+def test_a_symbol_the_tokenizer_lacks_is_named_with_its_file_and_line(digit_tokenizer, tmp_path):
+    from reasoning_lib.data import read_examples
+    from reasoning_lib.dot import data as dot_data
+    from reasoning_lib.dot.data import Layout
+
+    path = tmp_path / "train.txt"
+    path.write_text("1 2 * 3 4||3 6 0 + 0 4 8 #### 3 0 5 0\n5 6 * 7 8||5 3 4 + 0 0 x 4 #### 5 3 6 4\n")
+    examples = read_examples(path)
+    with pytest.raises(ValueError, match=rf"{path}:2: the cot '5 3 4 \+ 0 0 x 4' holds symbols the tokenizer does not know \('x'\)"):
+        encode_examples(digit_tokenizer, examples, "all")
+    with pytest.raises(ValueError, match=rf"{path}:2: the cot"):
+        dot_tokenizer = dot_data.build_tokenizer("digits", True)
+        dot_data.encode_examples(dot_tokenizer, Layout.for_tokenizer(dot_tokenizer, 48), examples, "dot")
+    assert len(encode_examples(digit_tokenizer, examples[:1], "all")) == 1  # the good line alone encodes

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -31,6 +31,11 @@ class Example:
     question: str
     cot: str
     answer: str
+    source: str = field(default="", compare=False, repr=False)  # "path:line" when read from a file
+
+    def where(self, index: int) -> str:
+        """Where the example came from, for error messages: ``path:line``, else its position in the list."""
+        return self.source or f"example {index}"
 
     def to_line(self) -> str:
         """The published one-line form, ``question||cot #### answer-digits``."""
@@ -51,7 +56,7 @@ def parse_line(line: str, where: str = "<string>") -> Example:
     answer = (ANSWER_MARKER + rest).strip().replace(",", "")
     if answer == ANSWER_MARKER:
         raise MalformedLineError(f"{where}: empty answer after '{ANSWER_MARKER}'")
-    return Example(question.strip(), cot.strip(), answer)
+    return Example(question.strip(), cot.strip(), answer, source="" if where == "<string>" else where)
 
 
 def read_examples(path: str | os.PathLike) -> list[Example]:

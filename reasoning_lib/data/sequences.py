@@ -40,6 +40,28 @@ class EncodedExample:
     cot_end: int | None
 
 
+def has_distinct_unknown(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether encoding an unknown symbol gives a token of its own (the book's digit tokenizer), not a real one."""
+    unk = tokenizer.unk_token_id
+    return unk is not None and unk not in (tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id)
+
+
+def check_known_symbols(tokenizer: PreTrainedTokenizerBase, examples: list[Example], name: str,
+                        pieces: list[list[int]]) -> None:
+    """Refuse a field that encodes to the unknown token (a letter in a product, a stray symbol), naming where it
+    is: the model would silently learn ``<unk>``. Tokenizers whose unknown token is a real one (GPT-2's is
+    ``<|endoftext|>``) cannot tell, and are not checked."""
+    if not has_distinct_unknown(tokenizer):
+        return
+    unk = tokenizer.unk_token_id
+    for i, ids in enumerate(pieces):
+        if unk in ids:
+            text = getattr(examples[i], name)
+            bad = [w for w in text.split() if unk in tokenizer(w, add_special_tokens=False)["input_ids"]]
+            raise ValueError(f"{examples[i].where(i)}: the {name} {text[:80]!r} holds symbols the tokenizer does not "
+                             f"know ({', '.join(map(repr, bad[:5]))}): fix the line, or use a tokenizer that has them")
+
+
 def _pieces(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
     return tokenizer([f" {t} " for t in texts], add_special_tokens=False)["input_ids"]
 
@@ -53,6 +75,9 @@ def encode_examples(
     questions = _pieces(tokenizer, [e.question for e in examples])
     cots = _pieces(tokenizer, [e.cot for e in examples]) if fmt in ("cot", "all") else None
     answers = _pieces(tokenizer, [e.answer for e in examples]) if fmt in ("nocot", "all") else None
+    for name, pieces in (("question", questions), ("cot", cots), ("answer", answers)):
+        if pieces is not None:
+            check_known_symbols(tokenizer, examples, name, pieces)
     encoded = []
     for i, question in enumerate(questions):
         ids = question + [eos]

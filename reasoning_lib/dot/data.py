@@ -39,6 +39,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ..config import check_choice
 from ..data.examples import ANSWER_MARKER, Example
+from ..data.sequences import check_known_symbols, has_distinct_unknown
 from ..tokenization import ARITHMETIC_SYMBOLS, build_digit_tokenizer, load_tokenizer
 
 SEPARATOR = "||"
@@ -210,6 +211,9 @@ class Truncation:
 
 def _encode_all(tokenizer, layout: Layout, examples: list[Example], variant: str, truncate: bool, split: str):
     """Every pair of every example encoded: (rows, masks, the :class:`Truncation` they add up to)."""
+    if has_distinct_unknown(tokenizer):  # a symbol the tokenizer lacks is an error naming its line, not <unk>
+        for name in ("question", "cot", "answer"):
+            check_known_symbols(tokenizer, examples, name, [_ids(tokenizer, getattr(e, name)) for e in examples])
     pairs, is_answer = [], []
     for example in examples:
         mine = training_pairs(example, variant)
