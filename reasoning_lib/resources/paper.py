@@ -240,9 +240,10 @@ def sedd_plan() -> ResourcePlan:
     """Chapter 3: SEDD small on OpenWebText, 1024-token blocks, EMA."""
     config = sedd_training.get_config("paper")
     tokens = config.num_sequences * config.length
-    notes = (f"host: the intended pipeline memory-maps {tokens / 1e9:.1f}B uint16 tokens ({2 * tokens / GB:.1f} GB on "
-             f"disk, shared through the page cache); sedd.data.text_blocks as written holds them as an int64 tensor, "
-             f"{8 * tokens / GB:.0f} GB per process (after a Python list several times larger), which no node holds",)
+    notes = (f"host: sedd.corpus tokenises OpenWebText once (rank 0, resumable) into a memory-mapped uint16 token "
+             f"file, {tokens / 1e9:.1f}B tokens used ({2 * tokens / GB:.1f} GB on disk) shared by every process "
+             f"through the page cache; blocks are read per batch, never held as an int64 tensor "
+             f"({8 * tokens / GB:.0f} GB per process)",)
     return make_plan("ch3_sedd_small_owt", config, [ddit_spec("SEDD small", config)], PROCESSES["ch3"],
                      config.max_steps, PAGE_CACHE_WINDOW_BYTES, "memory-mapped uint16 tokens (page-cache window)", notes)
 

@@ -4,7 +4,8 @@
 entropy), ``model`` (the DDiT with the published parameter names, and its EMA), ``losses`` (DWDSE with a
 never-noised ``fixed`` mask), ``sampling`` (Euler and analytic predictors, denoiser, projection, NFE, the
 denoising chain), ``likelihood`` (the ELBO bound), ``loading`` (hub, reference run folder, own layout),
-``training`` (presets and the shared loop with EMA) and ``data`` (offline review canvases).
+``training`` (presets and the shared loop with EMA), ``data`` (offline review canvases; hub corpora as blocks),
+``corpus`` (a corpus tokenised once into a memory-mapped token file) and ``zero_shot`` (Table 1's benchmarks).
 """
 from .graph import Absorbing, Graph, Uniform, build_graph, sample_categorical
 from .likelihood import ElboResult, elbo
@@ -20,3 +21,13 @@ __all__ = [
     "save_model", "SEDDObjective", "dwdse_loss", "EMA", "SEDD", "DDiTConfig", "GeometricNoise", "LogLinearNoise",
     "build_noise", "SampleOutput", "sample", "PRESETS", "SEDDRunConfig", "SEDDWithEMA", "get_config", "train_sedd",
 ]
+from .likelihood import real_tokens  # noqa: E402
+from .evaluation import elbo_vs_steps, load_ema_weights, read_elbo_curve  # noqa: E402
+from .generative import GenerativePerplexity, generative_perplexity, quality_vs_steps  # noqa: E402
+
+__all__ += ["real_tokens", "elbo_vs_steps", "load_ema_weights", "read_elbo_curve", "GenerativePerplexity",
+            "generative_perplexity", "quality_vs_steps"]
+from .corpus import TokenBlocks, build_token_file, write_token_file  # noqa: E402
+from .zero_shot import BENCHMARKS, BenchmarkBlocks, benchmark_blocks  # noqa: E402
+
+__all__ += ["TokenBlocks", "build_token_file", "write_token_file", "BENCHMARKS", "BenchmarkBlocks", "benchmark_blocks"]

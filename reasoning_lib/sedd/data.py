@@ -1,18 +1,27 @@
-"""Offline corpora for SEDD at CPU scale: generated reviews on a fixed-length canvas.
+"""Corpora for SEDD: generated reviews on a fixed-length canvas (CPU scale), and hub text corpora as blocks.
 
-Each example is one review (``reasoning_lib.data.reviews``) followed by end-of-text tokens up to the canvas
-length; there is no padding token and no attention mask, as in the reference's packed blocks. The grammar
+Each review example is one review (``reasoning_lib.data.reviews``) followed by end-of-text tokens up to the
+canvas length; there is no padding token and no attention mask, as in the reference's packed blocks. The grammar
 is known, so a sample's quality is measurable: does the text before its first end-of-text parse as a review,
 with nothing but end-of-text after it?
+
+A hub corpus (OpenWebText for SEDD small, Lou et al. 2024 §5.1) is tokenised once into memory-mapped token
+files (``sedd.corpus``) and read as blocks of ``length`` tokens, with held-out blocks from documents that no
+training block contains.
 """
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from ..chapter import resolve_output_dir
 from ..config import check_positive
 from ..data import reviews
+from .corpus import TokenBlocks, build_token_file, file_builder, token_folder
 
 EOS_TOKEN = "<eos>"
 UNK_TOKEN = "<unk>"
@@ -67,38 +76,102 @@ def well_formed_fraction(tokenizer, samples: torch.Tensor) -> float:
     return sum(is_well_formed(tokenizer, row) for row in samples) / len(samples)
 
 
-def text_blocks(dataset_id: str, tokenizer, length: int, num_blocks: int, split: str = "train",
-                text_field: str = "text") -> torch.Tensor:
-    """[num_blocks, length] ids from a hub text dataset, as the reference packs OpenWebText: every document
-    tokenised with end-of-text appended, all concatenated, cut into blocks (remainder dropped). Streams, so
-    only what is needed is downloaded; needs the hub (or its cache)."""
-    import os
+# ------------------------------------------------------------------------------------------------ hub corpora
+# OpenWebText has only a 'train' split. SEDD's reference validates on WikiText-103 instead and holds none of it
+# out; here, as in MDLM's 'openwebtext-split' (Sahoo et al. 2024, which follows SEDD's setup; kuleshov-group/mdlm
+# dataloader.py: train[:-100000] / train[-100000:]), its last 100,000 documents are held out.
+HELD_OUT_DOCUMENTS = 100_000
+DEFAULT_CACHE_DIR = "outputs/data"  # token files, under the book's root (outputs/ is not tracked by git)
 
-    from datasets import load_dataset
+
+def open_corpus(corpus: str, data_files=None) -> dict:
+    """Split name → ``datasets.Dataset`` (Arrow, memory-mapped) of a hub dataset id, a folder written by
+    ``save_to_disk``, or local ``data_files`` (json/jsonl/parquet/text/csv; a dict maps split → files)."""
+    from datasets import DatasetDict, load_dataset, load_from_disk
 
     try:
-        stream = load_dataset(dataset_id, split=split, streaming=True)
-        buffer, blocks = [], []
-        for record in stream:
-            buffer += tokenizer(record[text_field])["input_ids"] + [tokenizer.eos_token_id]
-            while len(buffer) >= length and len(blocks) < num_blocks:
-                blocks.append(buffer[:length])
-                buffer = buffer[length:]
-            if len(blocks) == num_blocks:
-                break
-    except Exception as err:  # datasets raises several types when offline
-        hint = " (HF_DATASETS_OFFLINE=1: use corpus='reviews' or a cached copy)" if os.environ.get("HF_DATASETS_OFFLINE") == "1" else ""
-        raise FileNotFoundError(f"could not stream {dataset_id!r} ({split}): {err}{hint}") from None
-    if len(blocks) < num_blocks:
-        raise ValueError(f"{dataset_id!r} ({split}) yields only {len(blocks)} blocks of {length} tokens, not {num_blocks}")
-    return torch.tensor(blocks)
+        if data_files is not None:
+            files = data_files if isinstance(data_files, dict) else {"train": data_files}
+            loaded = load_dataset(file_builder(files), data_files=files)
+        elif Path(corpus).is_dir():
+            loaded = load_from_disk(corpus)
+        else:
+            loaded = load_dataset(corpus)
+    except RuntimeError as err:
+        if "scripts are no longer supported" not in str(err):
+            raise
+        raise RuntimeError(f"{corpus!r} on the hub is still a loading script, which datasets>=4 refuses: download "
+                           f"its data files and pass data_files= (e.g. data_files={{'train': [...parquet]}})") from None
+    except (FileNotFoundError, ConnectionError, OSError) as err:  # datasets' offline / missing errors
+        hint = " (HF_DATASETS_OFFLINE=1: use corpus='reviews', a cached copy or data_files=)" \
+            if os.environ.get("HF_DATASETS_OFFLINE") == "1" else ""
+        raise FileNotFoundError(f"could not load corpus {corpus!r}: {err}{hint}") from None
+    return dict(loaded) if isinstance(loaded, DatasetDict) else {"train": loaded}
 
 
-def prepare_corpus(corpus: str, tokenizer_name: str, num_sequences: int, num_test: int, length: int, seed: int):
+def split_documents(splits: dict, held_out_documents: int = HELD_OUT_DOCUMENTS, name: str = "corpus") -> dict:
+    """``{"train": (documents, details), "held_out": (documents, details)}``: the 'validation' split held out when
+    there is one, else the last ``held_out_documents`` of 'train' (disjoint from the training documents)."""
+    if "train" not in splits:
+        raise ValueError(f"{name} has no 'train' split (its splits: {sorted(splits)})")
+    train = splits["train"]
+    if "validation" in splits:
+        held = splits["validation"]
+        print(f"{name}: held-out blocks from its 'validation' split ({len(held):,} documents); "
+              f"training on all {len(train):,} 'train' documents")
+        return {"train": (train, {"split": "train", "documents": [0, len(train)]}),
+                "held_out": (held, {"split": "validation", "documents": [0, len(held)]})}
+    check_positive("held_out_documents", held_out_documents)
+    cut = len(train) - held_out_documents
+    if cut <= 0:
+        raise ValueError(f"{name} has {len(train):,} 'train' documents, not more than held_out_documents="
+                         f"{held_out_documents:,}; lower held_out_documents")
+    print(f"{name} has no 'validation' split (splits: {', '.join(sorted(splits))}): holding out its last "
+          f"{held_out_documents:,} 'train' documents ({cut:,}..{len(train) - 1:,}); "
+          f"training on documents 0..{cut - 1:,}")
+    return {"train": (train.select(range(cut)), {"split": "train", "documents": [0, cut]}),
+            "held_out": (train.select(range(cut, len(train))), {"split": "train", "documents": [cut, len(train)]})}
+
+
+def prepare_token_files(corpus: str, tokenizer, tokenizer_name: str, cache_dir=None, data_files=None,
+                        text_field: str = "text", held_out_documents: int = HELD_OUT_DOCUMENTS,
+                        progress: bool = True) -> dict:
+    """``{"train": path, "held_out": path}`` of the corpus's token files, tokenised once (rank 0 writes, the
+    others wait; an interrupted run resumes) into ``<cache_dir>/<corpus>/<tokenizer>-<fingerprint>/``."""
+    folder = token_folder(resolve_output_dir(cache_dir or DEFAULT_CACHE_DIR), corpus, tokenizer, tokenizer_name)
+    parts: dict = {}
+
+    def load(part: str):
+        if not parts:  # the dataset is opened once, on rank 0, and only if a file still needs writing
+            parts.update(split_documents(open_corpus(corpus, data_files), held_out_documents, corpus))
+        return parts[part]
+
+    # known before loading, so a finished file is checked without opening the dataset (held_out_documents is
+    # recorded even when a 'validation' split makes it moot)
+    source = {"dataset": str(corpus), "text_field": text_field, "held_out_documents": held_out_documents}
+    paths = {}
+    for part in ("train", "held_out"):
+        paths[part] = folder / f"{part}.bin"
+        meta = build_token_file(paths[part], lambda part=part: load(part), tokenizer, {**source, "part": part},
+                                tokenizer_name=tokenizer_name, text_field=text_field, progress=progress)
+        if progress:
+            first, last = meta["source"]["documents"]
+            print(f"{part}: {meta['num_tokens']:,} tokens from {corpus}'s '{meta['source']['split']}' documents "
+                  f"{first:,}..{last - 1:,} ({paths[part]})")
+    return paths
+
+
+def prepare_corpus(corpus: str, tokenizer_name: str, num_sequences: int, num_test: int, length: int, seed: int,
+                   cache_dir=None, data_files=None, text_field: str = "text",
+                   held_out_documents: int = HELD_OUT_DOCUMENTS, progress: bool = True):
     """``(tokenizer, train, test, num_states)`` with num_states = vocabulary + 1 mask state.
 
-    ``corpus='reviews'`` generates disjoint train/test canvases; anything else is a hub dataset id whose
-    held-out blocks are taken from its 'validation' split when it has one, else after the training blocks."""
+    ``corpus='reviews'`` generates disjoint train/test canvases ([N, length] tensors). Anything else is a hub
+    dataset id, a ``save_to_disk`` folder or a name for local ``data_files``: it is tokenised once into token
+    files under ``cache_dir`` (default ``outputs/data`` in the book's root), ``train`` is the first
+    ``num_sequences`` blocks of the training file (a memory-mapped :class:`TokenBlocks`), ``test`` the first
+    ``num_test`` held-out blocks as a tensor: from the 'validation' split, or the last ``held_out_documents``
+    documents of 'train' when there is none (OpenWebText). ``seed`` only draws the generated reviews."""
     if corpus == "reviews":
         tokenizer = build_review_tokenizer()
         rows = review_canvases(tokenizer, num_sequences + num_test, length, seed)
@@ -106,5 +179,8 @@ def prepare_corpus(corpus: str, tokenizer_name: str, num_sequences: int, num_tes
     from ..tokenization import load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_name)
-    rows = text_blocks(corpus, tokenizer, length, num_sequences + num_test)
-    return tokenizer, rows[:num_sequences], rows[num_sequences:], len(tokenizer) + 1
+    paths = prepare_token_files(corpus, tokenizer, tokenizer_name, cache_dir, data_files, text_field,
+                                held_out_documents, progress)
+    train = TokenBlocks(paths["train"], length).take(num_sequences)
+    test = TokenBlocks(paths["held_out"], length).take(num_test).tensor()
+    return tokenizer, train, test, len(tokenizer) + 1

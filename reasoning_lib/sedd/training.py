@@ -14,6 +14,7 @@ from ..config import check_choice, check_positive, from_preset
 from ..run_settings import train_settings
 from ..runtime import launch_info
 from ..train import TrainConfig, TrainResult, finished_run, mark_finished, read_log, train
+from .evaluation import EmaElboCurve
 from .graph import build_graph
 from .loading import load_model, save_model
 from .losses import SEDDObjective
@@ -124,13 +125,17 @@ def as_dataset(sequences: torch.Tensor, fixed: torch.Tensor | None = None) -> li
 
 def train_sedd(config: SEDDRunConfig, sequences, num_states: int, output_dir: str | Path, seed: int = 0,
                device: str = "auto", fixed: torch.Tensor | None = None, init: SEDD | None = None,
-               describe: dict | None = None) -> tuple[SEDD, list[dict]]:
+               describe: dict | None = None, validate_sequences: torch.Tensor | None = None,
+               validate_every: int | None = None, validate_count_mask: torch.Tensor | None = None) -> tuple[SEDD, list[dict]]:
     """Train (or resume, or reload when finished) a SEDD model; returns it with EMA weights, and the loss history.
 
     ``num_states`` counts every state, the mask included for the absorbing graph. ``sequences`` is an
     [N, n] tensor, or a dataset of ``{"input_ids", "fixed"}`` rows with an ``input_ids`` tensor of every row
     it can return (then ``fixed`` is None). ``init`` is a model to fine-tune (e.g. ``load_model("louaaron/sedd-small")[0]``) instead of a fresh one; ``describe`` adds
-    entries (data settings, the init's name) to what identifies a finished run."""
+    entries (data settings, the init's name) to what identifies a finished run. With ``validate_sequences``
+    (held-out [M, n] ids; ``validate_count_mask`` e.g. ``likelihood.real_tokens``) the EMA's bound is evaluated
+    every ``validate_every`` steps (default max_steps // 10) and at the end, into ``elbo_log.jsonl``
+    (``evaluation.read_elbo_curve``); it is not part of the run's identity and does not change its weights."""
     folder = Path(output_dir)
     settings = {"seed": seed, "num_states": num_states, **asdict(config), **(describe or {})}
     if finished_run(folder, settings):
@@ -138,7 +143,9 @@ def train_sedd(config: SEDDRunConfig, sequences, num_states: int, output_dir: st
         return model, read_log(folder)
     tensor = torch.is_tensor(sequences)
     rows = as_dataset(sequences, fixed) if tensor else sequences
-    top = int((sequences if tensor else sequences.input_ids).max())
+    # a memory-mapped corpus (sedd.corpus.TokenBlocks) records its largest id: no pass over billions of tokens
+    top = int(sequences.max() if tensor else sequences.max_id if hasattr(sequences, "max_id")
+              else sequences.input_ids.max())
     if top >= num_states:
         raise ValueError(f"sequence ids reach {top} but the graph has {num_states} states")
     if init is not None and init.config.vocab_size != num_states:
@@ -146,9 +153,18 @@ def train_sedd(config: SEDDRunConfig, sequences, num_states: int, output_dir: st
     graph, noise = build_graph(config.graph, num_states), build_noise(config.noise_config())
     torch.manual_seed(seed)
     container = SEDDWithEMA(init if init is not None else SEDD(config.model_config(num_states)), config.ema)
+    curve = None if validate_sequences is None else EmaElboCurve(
+        folder, graph, noise, validate_sequences, validate_every or max(1, config.max_steps // 10), validate_count_mask,
+        batch_size=config.micro_batch_size or 64)  # a training micro-batch fits, so an evaluation one does
+
+    def on_step(step: int, loss: float) -> None:
+        container.ema.update(container.model)
+        if curve is not None and launch_info().is_main:
+            curve(step, container, last=step == config.max_steps)
+
     result: TrainResult = train(
         container, rows, config.train_config(seed, device), _collate,
-        SEDDObjective(graph, noise), output_dir=folder, on_step=lambda step, loss: container.ema.update(container.model),
+        SEDDObjective(graph, noise), output_dir=folder, on_step=on_step,
         settings={k: v for k, v in settings.items() if k not in SAMPLING_FIELDS},
         # under a constant rate a longer run continues a shorter one exactly (the paper's runs were extended so)
         extendable=config.schedule == "constant",
