@@ -228,6 +228,29 @@ def token_chain(chains: Mapping[str, list[list[str]]], step_labels: list[str], t
     return fig
 
 
+def quality_vs_nfe(series: Mapping[str, Mapping[int, float]], title: str, yaxis_title: str,
+                   intervals: Mapping[str, Mapping[int, tuple[float, float]]] | None = None,
+                   percent: bool = True) -> go.Figure:
+    """One line per series (e.g. ``"absorb · euler"``): a sample-quality measure against network evaluations (log x),
+    with ``intervals[name][nfe] = (low, high)`` drawn as error bars. ``percent`` shows fractions in %."""
+    scale = 100 if percent else 1
+    fig = go.Figure()
+    for name, values in series.items():
+        nfes = sorted(values)
+        bars = None
+        if intervals and name in intervals:
+            spans = [intervals[name][n] for n in nfes]
+            bars = {"type": "data", "symmetric": False,
+                    "array": [scale * (hi - values[n]) for n, (_, hi) in zip(nfes, spans)],
+                    "arrayminus": [scale * (values[n] - lo) for n, (lo, _) in zip(nfes, spans)]}
+        fig.add_trace(go.Scatter(x=nfes, y=[scale * values[n] for n in nfes], mode="lines+markers", name=name,
+                                 error_y=bars))
+    fig.update_layout(title=title, xaxis_title="network evaluations (steps + 1, log scale)", yaxis_title=yaxis_title,
+                      height=420)
+    fig.update_xaxes(type="log", tickvals=sorted({n for values in series.values() for n in values}))
+    return fig
+
+
 def accuracy_vs_compute(per_method: Mapping[str, list[Mapping]], title: str) -> go.Figure:
     """Rows ``{steps, nfe, accuracy, throughput}`` per method: accuracy against network evaluations (left) and
     against batch-1 seconds per question (right), one point per step count T (hover for all four)."""
