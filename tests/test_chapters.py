@@ -19,7 +19,8 @@ EXPECTED_METRICS = {
     "01_multiplication_baselines": ["no_cot.accuracy", "no_cot.throughput", "explicit_cot.accuracy", "explicit_cot.throughput"],
     "02_implicit_cot": ["no_cot.accuracy", "no_cot.throughput", "explicit_cot.accuracy", "explicit_cot.throughput",
                         "implicit_cot.accuracy", "implicit_cot.throughput"],
-    "03_discrete_diffusion": ["elbo_perplexity", "train_loss_final", "sample_steps_per_second", "nfe"],
+    "03_discrete_diffusion": [f"{g}.{key}" for g in ("absorb", "uniform")
+                              for key in ("elbo_perplexity", "elbo_stderr", "train_loss_final")] + ["sample_steps_per_second", "nfe"],
     "04_diffusion_of_thoughts": ["dot.accuracy", "dot.throughput", "dot_mp.accuracy", "dot_mp.throughput"],
     "07_causal_distillation": ["teacher.accuracy", "kd.accuracy", "diito.accuracy", "kd.iia", "diito.iia"],
 }

@@ -59,8 +59,8 @@ def test_implicit_cot_stages_run_under_torchrun(tmp_path):
 TRAINERS = {
     "baselines": (["-m", "reasoning_lib.baselines", "--preset", "smoke", "--method", "no_cot"],
                   "no_cot: trained 16 steps; accuracy", "no_cot/model/model.safetensors"),
-    "sedd": (["-m", "reasoning_lib.sedd", "--preset", "smoke"], "trained 20 steps", "model_run/model/model.safetensors"),
-    "dot": (["-m", "reasoning_lib.dot", "--preset", "smoke", "--variant", "dot_mp"], "dot_mp: trained 20 steps",
+    "sedd": (["-m", "reasoning_lib.sedd", "--preset", "smoke"], "absorb: 20 steps of 20", "model_absorb/model/model.safetensors"),
+    "dot": (["-m", "reasoning_lib.dot", "--preset", "smoke", "--variant", "dot_mp"], "dot_mp: 20 steps of 20",
             "dot_mp/model/model.safetensors"),
     "capacity": (["-m", "reasoning_lib.capacity", "--preset", "smoke", "--size", "0"], "30 steps",
                  "size-*/model/model.safetensors"),

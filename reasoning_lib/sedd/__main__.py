@@ -2,7 +2,7 @@
 
     torchrun --nproc_per_node=8 -m reasoning_lib.sedd --preset paper
 
-The run goes where chapter 3 looks for it (``<output-dir>/model_run``), so the chapter afterwards reloads it.
+The run goes where chapter 3 looks for it (``<output-dir>/model_<graph>``), so the chapter afterwards reloads it.
 A hub corpus (the paper preset's OpenWebText) is first tokenised once into memory-mapped token files under
 ``--data-dir`` (default ``outputs/data`` in the book's root), by rank 0 while the other ranks wait; an
 interrupted tokenisation resumes where it stopped. The folder must be visible to every process. Without the hub,
@@ -16,7 +16,7 @@ from ..chapter import resolve_output_dir
 from ..resources import announce
 from ..runtime import launch_info, resolve_device, seed_everything
 from .data import DEFAULT_CACHE_DIR, prepare_corpus
-from .training import PRESETS, get_config, train_sedd
+from .training import GRAPH_NOISE, PRESETS, get_config, num_states, run_folder, train_sedd
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,21 +30,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-files", nargs="+", default=None, metavar="FILE",
                         help="the corpus's training documents as local json/jsonl/parquet/text files (globs allowed) "
                              "instead of the hub; held-out documents are then the last of them")
+    parser.add_argument("--graph", default=None, choices=("absorb", "uniform"),
+                        help="the forward process (default: the preset's); uniform trains with the geometric schedule")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --preset paper: the published shapes and pipeline, a few steps (CPU)")
     args = parser.parse_args(argv)
-    config = get_config(args.preset)
+    graph = {"graph": args.graph, "noise": GRAPH_NOISE[args.graph]} if args.graph else {}
+    config = get_config(args.preset, dry_run=args.dry_run, **graph)
     out = resolve_output_dir(args.output_dir)
     seed_everything(args.seed)
     if args.preset == "paper":  # print the run's resource plan; on a GPU it does not fit, refuse before tokenising
         launch = launch_info()
         announce("ch3_sedd_small_owt", resolve_device(args.device), launch.world_size,
                  config.train_config(args.seed, args.device).batch_size, launch.is_main)
-    _, train_rows, _, num_states = prepare_corpus(config.corpus, config.tokenizer, config.num_sequences, 200,
-                                                  config.length, args.seed, cache_dir=args.data_dir,
-                                                  data_files={"train": args.data_files} if args.data_files else None,
-                                                  progress=launch_info().is_main)
-    _, history = train_sedd(config, train_rows, num_states, out / "model_run", args.seed, args.device)
+    tokenizer, train_rows, _, _ = prepare_corpus(config.corpus, config.tokenizer, config.num_sequences,
+                                                 config.num_test, config.length, args.seed, cache_dir=args.data_dir,
+                                                 data_files={"train": args.data_files} if args.data_files else None,
+                                                 held_out_documents=config.held_out_documents,
+                                                 progress=launch_info().is_main)
+    states = num_states(tokenizer, config.graph)
+    _, history = train_sedd(config, train_rows, states, out / run_folder(config.graph), args.seed, args.device)
     if launch_info().is_main:
-        print(f"trained {len(history) and history[-1]['step']} steps; final loss {history[-1]['loss']:.2f}")
+        print(f"{config.graph}: {len(history) and history[-1]['step']} steps of {config.max_steps}; "
+              f"final loss {history[-1]['loss']:.2f}")
 
 
 if __name__ == "__main__":

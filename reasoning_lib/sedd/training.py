@@ -47,11 +47,15 @@ class SEDDRunConfig:
     schedule: str = "constant"  # the reference's: warm-up then constant; 'wsd' decays over the last 20%
     sample_steps: int = 64
     num_samples: int = 64
+    num_test: int = 200  # held-out sequences for the likelihood bound
+    elbo_times: int = 16  # stratified time points per held-out sequence in the bound (a Monte-Carlo estimate)
+    held_out_documents: int = 100_000  # hub corpora without a validation split: the last documents of 'train'
 
     def __post_init__(self):
         check_choice("graph", self.graph, ("absorb", "uniform"))
         check_choice("noise", self.noise, ("loglinear", "geometric"))
-        for name in ("num_sequences", "length", "max_steps", "batch_size", "lr", "sample_steps", "num_samples"):
+        for name in ("num_sequences", "length", "max_steps", "batch_size", "lr", "sample_steps", "num_samples",
+                     "num_test", "elbo_times", "held_out_documents"):
             check_positive(name, getattr(self, name))
 
     def noise_config(self) -> dict:
@@ -84,12 +88,35 @@ PRESETS = {
 }
 
 
-def get_config(preset: str, **overrides) -> SEDDRunConfig:
-    """The named preset with ``overrides`` applied (a wrong name or value raises, naming it)."""
+GRAPH_NOISE = {"absorb": "loglinear", "uniform": "geometric"}  # the paper's pairing of forward process and schedule
+
+
+def num_states(tokenizer, graph: str) -> int:
+    """States of the diffusion: the vocabulary, plus the mask for the absorbing graph (the uniform one has none)."""
+    return len(tokenizer) + (graph == "absorb")
+
+
+def run_folder(graph: str) -> str:
+    """Where chapter 3 and the command line keep the run of ``graph`` inside the chapter's output folder."""
+    return f"model_{graph}"
+
+
+# ``paper`` with ``dry_run``: SEDD small at 1,024 tokens with GPT-2's tokenizer, the token-file pipeline and every
+# evaluation, but a global batch of 4 for 2 steps, a few held-out blocks and samples (a CPU check of the full path).
+DRY_RUN = {"num_sequences": 8, "max_steps": 2, "batch_size": 4, "micro_batch_size": 1, "warmup_steps": 0,
+           "sample_steps": 2, "num_samples": 2, "num_test": 2, "elbo_times": 2, "held_out_documents": 4}
+
+
+def get_config(preset: str, dry_run: bool = False, **overrides) -> SEDDRunConfig:
+    """The named preset with ``overrides`` applied (a wrong name or value raises, naming it); ``dry_run`` applies
+    ``DRY_RUN`` first (given overrides still win)."""
+    if dry_run:
+        overrides = {**DRY_RUN, **overrides}
     return from_preset(PRESETS, preset, **overrides)
 
 
-SAMPLING_FIELDS = ("sample_steps", "num_samples")  # how a trained model is sampled, not which model is trained
+# how a trained model is sampled and evaluated, not which model is trained
+SAMPLING_FIELDS = ("sample_steps", "num_samples", "num_test", "elbo_times")
 
 
 class SEDDWithEMA(torch.nn.Module):
@@ -155,7 +182,7 @@ def train_sedd(config: SEDDRunConfig, sequences, num_states: int, output_dir: st
     container = SEDDWithEMA(init if init is not None else SEDD(config.model_config(num_states)), config.ema)
     curve = None if validate_sequences is None else EmaElboCurve(
         folder, graph, noise, validate_sequences, validate_every or max(1, config.max_steps // 10), validate_count_mask,
-        batch_size=config.micro_batch_size or 64)  # a training micro-batch fits, so an evaluation one does
+        num_times=min(8, config.elbo_times), batch_size=config.micro_batch_size or 64)  # a training micro-batch fits, so an evaluation one does
 
     def on_step(step: int, loss: float) -> None:
         container.ema.update(container.model)
