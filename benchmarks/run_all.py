@@ -37,6 +37,7 @@ QUICK_ARGS = {
     "mfu": ["--quick"],
     "sedd": ["--scale", "tiny", "--steps", "3"],
     "train": ["--quick"],
+    "threads": ["--quick"],
     "gpu_check": ["--quick"],
 }
 

@@ -16,6 +16,7 @@ from ..chapter import resolve_output_dir
 from ..resources import announce
 from ..runtime import launch_info, resolve_device, seed_everything
 from .data import DEFAULT_CACHE_DIR, prepare_corpus
+from .likelihood import real_tokens
 from .training import GRAPH_NOISE, PRESETS, get_config, num_states, run_folder, train_sedd
 
 
@@ -43,13 +44,15 @@ def main(argv: list[str] | None = None) -> None:
         launch = launch_info()
         announce("ch3_sedd_small_owt", resolve_device(args.device), launch.world_size,
                  config.train_config(args.seed, args.device).batch_size, launch.is_main)
-    tokenizer, train_rows, _, _ = prepare_corpus(config.corpus, config.tokenizer, config.num_sequences,
+    tokenizer, train_rows, test_rows, _ = prepare_corpus(config.corpus, config.tokenizer, config.num_sequences,
                                                  config.num_test, config.length, args.seed, cache_dir=args.data_dir,
                                                  data_files={"train": args.data_files} if args.data_files else None,
                                                  held_out_documents=config.held_out_documents,
                                                  progress=launch_info().is_main)
     states = num_states(tokenizer, config.graph)
-    _, history = train_sedd(config, train_rows, states, out / run_folder(config.graph), args.seed, args.device)
+    # the EMA's held-out bound during training, as the chapter draws it
+    _, history = train_sedd(config, train_rows, states, out / run_folder(config.graph), args.seed, args.device,
+                            validate_sequences=test_rows, validate_count_mask=real_tokens(test_rows, tokenizer.eos_token_id))
     if launch_info().is_main:
         print(f"{config.graph}: {len(history) and history[-1]['step']} steps of {config.max_steps}; "
               f"final loss {history[-1]['loss']:.2f}")

@@ -104,7 +104,7 @@ def run_folder(graph: str) -> str:
 # ``paper`` with ``dry_run``: SEDD small at 1,024 tokens with GPT-2's tokenizer, the token-file pipeline and every
 # evaluation, but a global batch of 4 for 2 steps, a few held-out blocks and samples (a CPU check of the full path).
 DRY_RUN = {"num_sequences": 8, "max_steps": 2, "batch_size": 4, "micro_batch_size": 1, "warmup_steps": 0,
-           "sample_steps": 2, "num_samples": 2, "num_test": 2, "elbo_times": 2, "held_out_documents": 4}
+           "sample_steps": 2, "num_samples": 1, "num_test": 2, "elbo_times": 2, "held_out_documents": 4}
 
 
 def get_config(preset: str, dry_run: bool = False, **overrides) -> SEDDRunConfig:
