@@ -7,6 +7,7 @@ from typing import Iterable, Mapping
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..stats import wilson_interval
 from ..viz import METHOD_COLORS, label
 
 SPEEDS = {"examples_per_s": "batch size 1", "examples_per_s_batched": "batched"}
@@ -48,10 +49,20 @@ def frontier_figure(rows: Iterable[Mapping], speed: str = "examples_per_s",
     return fig
 
 
+def _interval(row: Mapping) -> str:
+    """The accuracy's Wilson interval over the run's test problems, in percent ('' for a run without the count)."""
+    n = row.get("num_test")
+    if not n:
+        return ""
+    low, high = wilson_interval(round(row["accuracy"] * n), n)
+    return f"{100 * low:.1f}-{100 * high:.1f}"
+
+
 def frontier_table(rows: Iterable[Mapping]) -> pd.DataFrame:
     """One row per (task, method): accuracy (%), both speeds, parameters and training sequences."""
     frame = pd.DataFrame([{
         "task": r["task"], "method": label(r["method"]), "accuracy (%)": round(100 * r["accuracy"], 1),
+        "95% interval (%)": _interval(r),
         "examples/s (batch 1)": round(r["examples_per_s"], 1), "examples/s (batched)": round(r["examples_per_s_batched"], 1),
         "parameters": r["parameters"], "training sequences": r["train_sequences"],
     } for r in rows])
