@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
+# A waiting OpenMP thread yields its core instead of spinning: two torch jobs on a small machine then share it
+# fairly instead of slowing each other several-fold (benchmarks/bench_threads.py measures it).
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: install book book-clean test test-fast check-site chromium gpu bench paper clean
 
