@@ -127,7 +127,7 @@ def bert_case(plan, quick, attention, device):
 
 # plan name -> builder; GPT-2 cases are timed with each attention implementation
 CASES = {"ch1_explicit_cot_4x4": gpt2_case, "ch1_explicit_cot_gsm8k": gpt2_case, "ch2_coupled_4x4": coupled_case,
-         "ch3_sedd_small_owt": sedd_case, "ch4_dot_4x4": sedd_case, "ch5_capacity_10M": llama_case,
+         "ch3_sedd_small_owt": sedd_case, "ch4_dot_4x4": sedd_case, "ch5_capacity_N30000_r17_2M": llama_case,
          "ch7_teacher": bert_case}
 GPT2_CASES = {gpt2_case, coupled_case}
 

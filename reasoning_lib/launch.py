@@ -280,21 +280,25 @@ def frontier_jobs(tasks=None, methods=None, preset: str = "paper", extra_args=()
             for t in tasks for m in methods]
 
 
-def capacity_jobs(num_sizes: int | None = None, preset: str = "paper", nodes: int = 1, extra_args=(), root=None,
-                  plans=None, **resources) -> list[Job]:
-    """One torchrun job per model size of chapter 5 (``-m reasoning_lib.capacity --size i``, 8 GPUs unless a
-    plan or ``gpus_per_node`` says otherwise; 0 GPUs: plain python). ``plans``: one resource plan per size.
-    The sizes share one world, written atomically by whichever job starts first."""
-    if num_sizes is None:
-        from .capacity.presets import get_config
-        num_sizes = len(get_config(preset).model_sizes)
+def capacity_jobs(preset: str = "paper", nodes: int = 1, extra_args=(), root=None, plans=None, worlds=None,
+                  sizes=None, **resources) -> list[Job]:
+    """One job per (world, model size) of chapter 5's sweep (``-m reasoning_lib.capacity --world w --size i``): a
+    torchrun on 8 GPUs unless its plan or ``gpus_per_node`` says otherwise (0 GPUs: plain python). ``plans`` maps a
+    run's plan name (``capacity.presets.plan_name``) to its resource plan; ``worlds``/``sizes`` pick a subset.
+    Runs of one world share it, written atomically by whichever job starts first."""
+    from .capacity.presets import get_sweep, plan_name
+
+    sweep = get_sweep(preset)
     root, jobs = _book_root(root), []
-    for i in range(num_sizes):
-        request = _request(plans[i] if plans else None, resources, root, nodes, gpus=8, hub=False)
-        args = ["reasoning_lib.capacity", "--preset", preset, "--size", str(i), *extra_args]
-        gpus = request["gpus_per_node"]
-        command = torchrun_command(args, request["nodes"], gpus) if gpus else ["python", "-m", *args]
-        jobs.append(Job(f"capacity-size{i}", command, **request))
+    for w in (range(len(sweep.worlds)) if worlds is None else worlds):
+        world = sweep.world_config(w)
+        for i in (range(len(world.model_sizes)) if sizes is None else sizes):
+            plan = (plans or {}).get(plan_name(world, i))
+            request = _request(plan, resources, root, nodes, gpus=8, hub=False)
+            args = ["reasoning_lib.capacity", "--preset", preset, "--world", str(w), "--size", str(i), *extra_args]
+            gpus = request["gpus_per_node"]
+            command = torchrun_command(args, request["nodes"], gpus) if gpus else ["python", "-m", *args]
+            jobs.append(Job(f"capacity-{sweep.world_label(w)}-size{i}", command, **request))
     return jobs
 
 

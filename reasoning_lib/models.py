@@ -25,7 +25,7 @@ from transformers import (
 
 from transformers.utils import logging as hf_logging
 
-from .config import check_choice
+from .config import check_choice, check_positive
 
 logger = logging.getLogger(__name__)
 # transformers' own progress bars (weight loading/saving) would land in chapter pages as empty widgets.
@@ -82,17 +82,21 @@ def build_model(
     tokenizer: PreTrainedTokenizerBase | None = None,
     dropout: float | None = None,
     max_positions: int = 1024,
-    num_labels: int = 2,
+    num_labels: int | None = None,
     pretrained: bool = True,
 ) -> PreTrainedModel:
     """A causal LM (``gpt2``/``llama``) or sequence classifier (``bert``).
 
     ``name_or_preset`` is a size preset (random init, vocabulary and special ids from ``tokenizer``) or a
     local folder / hub id: its weights, or with ``pretrained=False`` only its config (random init at the real
-    shapes: the paper dry run). ``dropout`` None keeps a hub config's own dropout (0 for a size preset)."""
+    shapes: the paper dry run). ``dropout`` None keeps a hub config's own dropout (0 for a size preset).
+    ``num_labels`` (``bert``) None keeps a folder's or hub config's own label count (2 for a size preset)."""
     check_choice("arch", arch, ARCHITECTURES)
+    if num_labels is not None:
+        check_positive("num_labels", num_labels)
     auto = AutoModelForSequenceClassification if arch == "bert" else AutoModelForCausalLM
-    extra = {"num_labels": num_labels} if arch == "bert" else {}
+    # None must not override a saved classifier's head: a 3-label model reloaded as 2 labels does not fit
+    extra = {"num_labels": num_labels} if arch == "bert" and num_labels is not None else {}
     attn = attention_implementation()
     if name_or_preset not in SIZE_PRESETS:
         extra |= _dropout_settings(arch, dropout)
@@ -106,8 +110,8 @@ def build_model(
     special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                "pad_token_id": tokenizer.pad_token_id}
     config = _config_from_preset(arch, name_or_preset, len(tokenizer), special, dropout or 0.0, max_positions)
-    for key, value in extra.items():
-        setattr(config, key, value)
+    if arch == "bert":
+        config.num_labels = 2 if num_labels is None else num_labels
     return _named_loss(auto.from_config(config, attn_implementation=attn), arch)
 
 
@@ -161,10 +165,11 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def load_saved(path: str, arch: str = "gpt2") -> PreTrainedModel:
-    """Reload a model written with ``save_pretrained`` (used for chapter outputs and checkpoints)."""
+    """Reload a model written with ``save_pretrained`` (used for chapter outputs and checkpoints), with the saved
+    config's own shapes, a classifier's ``num_labels`` included."""
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no saved model folder at {path}")
-    return build_model(path, arch=arch)
+    return build_model(path, arch=arch, num_labels=None)
 
 
 __all__ = ["SIZE_PRESETS", "attention_implementation", "build_model", "count_parameters", "load_saved"]

@@ -491,3 +491,16 @@ def test_tiny_llama_lowers_its_answer_loss(pools):
     budget = entropy_budget(world)
     capacity = capacity_from_losses(budget, after, num_parameters=sum(p.numel() for p in model.parameters()))
     assert capacity.total_bits > capacity_from_losses(budget, before).total_bits
+
+
+def test_a_restricted_budget_shares_the_name_set_among_the_relations_left(hand_profiles):
+    full = entropy_budget(hand_profiles, scheme="2-hop-big-hash", support="observed")
+    held = full.restricted([s for s in full.subject_bits if s not in ("birth_date", "worst_enemy")])
+    assert held.relation_names == full.relation_names and held.present_relations == ("parent", "child", "best_friend")
+    assert held.baseline_bits == pytest.approx(full.name_selection_bits), "no S_bd without the birth date"
+    assert held.dataset_bits(2) == pytest.approx(4 * 4 * sum(held.subject_bits.values()) + held.baseline_bits)
+    uniform = capacity_from_losses(held, dict(held.subject_bits), hops=2)
+    assert uniform.total_bits == pytest.approx(held.baseline_bits), "S_name split over the 3 relations left"
+    assert uniform.per_subject_bits["parent"] == pytest.approx(full.name_selection_bits / 3)
+    with pytest.raises(ValueError, match="none of this budget's subjects"):
+        full.restricted(["bio"])

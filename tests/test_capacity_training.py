@@ -10,7 +10,9 @@ from reasoning_lib.capacity.presets import CapacityConfig, get_config, get_multi
 from reasoning_lib.capacity.probing import GROUPS, probe_dataset, probe_grids
 from reasoning_lib.capacity.questions import subject_text
 from reasoning_lib.capacity.splits import EVAL_MODES
-from reasoning_lib.capacity.training import collect_sweep, is_converged, prepare_world, train_size
+from reasoning_lib.capacity.plots import capacity_table, sweep_table
+from reasoning_lib.capacity.stream import read_stream_log
+from reasoning_lib.capacity.training import collect_sweep, is_converged, prepare_world, read_capacity_log, train_size
 
 METRIC_KEYS = {"num_parameters", "subject_loss_bits", "capacity_bits", "bits_per_param", "dataset_entropy_bits",
                "steps", "converged", "initial_loss_bits", "one_hop_loss_bits", "subject_capacity_bits", "splits"}
@@ -61,6 +63,10 @@ def test_a_longer_run_resumes_from_the_checkpoint(smoke, tmp_path, capsys):
     assert "resuming from" in capsys.readouterr().out, "the 30-step checkpoint should be resumed, not retrained"
     assert longer.metrics["steps"] == 40
     assert [r["loss"] for r in longer.history[:30]] == [r["loss"] for r in result.history], "resume rewrote the log"
+    # the QA tallies and the capacity log continue from the checkpoint instead of starting over
+    assert [(r["step"], r["sequences"]) for r in read_stream_log(longer.folder)] == [(30, 240), (40, 320)]
+    assert [c["step"] for c in longer.metrics["checkpoints"]] == [10, 20, 30, 40]
+    assert longer.metrics["checkpoints"][:3] == result.metrics["checkpoints"]
 
 
 def test_collect_sweep_reads_what_train_size_wrote(smoke, tmp_path):
@@ -69,6 +75,35 @@ def test_collect_sweep_reads_what_train_size_wrote(smoke, tmp_path):
     assert collect_sweep(out) == [result.metrics]
     with pytest.raises(FileNotFoundError, match="no size-"):
         collect_sweep(tmp_path)
+
+
+def test_collect_sweep_never_reports_a_run_of_other_hop_orders(smoke, tmp_path):
+    config, out, result = smoke
+    two_hop = get_config("smoke", orders=(1, 2))
+    assert two_hop.size_label(0) == "d16-L1-h12" and result.metrics["orders"] == [1]
+    with pytest.raises(FileNotFoundError, match=r"for hop orders \(1, 2\)"):
+        collect_sweep(out, two_hop)  # the 1-hop run is not this config's
+    shutil.copytree(out / f"size-{config.size_label(0)}", tmp_path / "size-d16-L1-h12")  # a mislabelled folder
+    with pytest.raises(ValueError, match=r"orders: \[1\] -> \[1, 2\]"):
+        collect_sweep(tmp_path, two_hop)
+    with pytest.raises(ValueError, match="seed: 0 -> 1"):
+        collect_sweep(out, config, seed=1)
+
+
+def test_capacity_is_reported_under_both_entropy_conventions(smoke):
+    config, out, result = smoke
+    m = result.metrics
+    assert m["support"] == "generating" and set(m["capacity_bits_by_support"]) == {"generating", "observed"}
+    assert m["capacity_bits_by_support"]["generating"] == m["capacity_bits"]
+    world = prepare_world(config, out, seed=0)
+    gap = m["dataset_entropy_bits_by_support"]["generating"] - m["dataset_entropy_bits_by_support"]["observed"]
+    assert gap > 0.3 * world.profiles.num_people * world.profiles.num_relations, "observed support is lower"
+    table = sweep_table([m])
+    for support in ("generating", "observed"):
+        assert table.loc[m["size"], f"capacity (bits, {support})"] == round(m["capacity_bits_by_support"][support])
+    assert table.loc[m["size"], "exposures / fact"] == 3.0  # 30 steps x 8 x 4 whole QAs / (40 x 8) facts
+    assert list(capacity_table(m).columns) == ["generating", "observed"]
+    assert [c["step"] for c in read_capacity_log(result.folder)] == [10, 20, 30] == [c["step"] for c in m["checkpoints"]]
 
 
 def test_probe_rows_index_the_name_relation_and_attribute_tokens(smoke):
@@ -108,8 +143,13 @@ def test_bad_presets_sizes_and_settings_name_the_parameter(smoke, tmp_path):
         training.train_multihop(config, tmp_path, device="cpu")
 
 
-def test_tiny_presets_show_every_fact_100_times_and_convergence_reads_the_slope():
+def test_tiny_presets_show_every_fact_100_times_and_convergence_reads_the_slope(smoke):
     assert get_config("tiny").exposures_per_fact >= 100 and get_multihop_config("tiny").exposures_per_fact >= 100
     flat = [{"step": s, "loss": 1.0 + 1e-6 * (s % 2)} for s in range(10, 1010, 10)]
     falling = [{"step": s, "loss": 5.0 - 0.004 * s} for s in range(10, 1010, 10)]
     assert is_converged(flat, 1000, 0.05) and not is_converged(falling, 1000, 0.05)
+    # a run shorter than the fixed window is not converged, however flat its few losses
+    config, out, result = smoke
+    short = get_config("smoke", max_steps=3, warmup_steps=1)
+    assert not is_converged([{"step": s, "loss": 1.0} for s in (1, 2, 3)], short.converge_window, 0.05)
+    assert result.metrics["convergence"]["series"]["train_loss"]["window"] == config.converge_window

@@ -111,6 +111,23 @@ def test_site_sampler_counts_and_bounds():
         D.sample_sites(base_mask, source_mask, prop=1.5)
 
 
+def test_random_sites_pair_the_kth_base_position_with_the_kth_source_position():
+    # Wu et al. 2022 match P_b and P_s in order; a random order on each side would be a random bijection
+    full = torch.ones(3, 12, dtype=torch.bool)
+    for seed in range(5):
+        everything = D.sample_sites(full, full, prop=1.0, generator=torch.Generator().manual_seed(seed))
+        assert everything.base.tolist() == [list(range(12))] * 3, "prop 1 must pair every position with itself"
+        assert torch.equal(everything.base, everything.source)
+    base_mask = torch.tensor([[1] * 16, [1] * 9 + [0] * 7]).bool()
+    source_mask = torch.tensor([[1] * 11 + [0] * 5, [1] * 16]).bool()
+    for seed in range(20):
+        sites = D.sample_sites(base_mask, source_mask, prop=0.5, generator=torch.Generator().manual_seed(seed))
+        assert sites.counts().tolist() == [5, 4]
+        for row in range(2):
+            b, s = sites.base[row][sites.valid[row]], sites.source[row][sites.valid[row]]
+            assert (b.diff() > 0).all() and (s.diff() > 0).all(), (seed, row, b.tolist(), s.tolist())
+
+
 def test_special_tokens_can_be_kept_out_of_sites(tokenizer, batch):
     specials = [tokenizer.cls_token_id, tokenizer.sep_token_id]
     mask = D.eligible(batch, specials)
@@ -208,6 +225,24 @@ def test_bad_inputs_fail_with_clear_errors(tokenizer, teacher):
         D.load_glue("sst2", tokenizer)  # HF_DATASETS_OFFLINE=1 in the test environment
     with pytest.raises(ValueError, match="asked for"):
         D.subset([{"label": 0}] * 3, 5, seed=0)
+
+
+def test_a_three_label_teacher_and_student_reload_on_a_rerun(tmp_path):
+    # an MNLI-like run: the second call finds the finished runs and reloads them (it used to rebuild 2 labels)
+    config = D.get_config("smoke", train_sizes=(24,), min_student_steps=1, batch_size=8)
+    tokenizer = D.build_word_tokenizer()
+    sample = reviews.make_reviews(24, seed=3)
+    train_set = D.encode(tokenizer, [r.text for r in sample], [i % 3 for i in range(24)])
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        teacher, _ = D.train_teacher(config, tokenizer, train_set, tmp_path / "teacher", seed=0, device="cpu")
+        student, _ = D.distill("kd", teacher, train_set, config, tokenizer, tmp_path / "kd", 0, "cpu", size=24)
+        runs.append((teacher.eval(), student.eval()))
+    inputs = model_inputs(D.collate(train_set[:4]))
+    for first, again in zip(*runs):
+        assert again.config.num_labels == 3
+        torch.testing.assert_close(again(**inputs).logits, first(**inputs).logits)
 
 
 @pytest.mark.slow

@@ -199,16 +199,19 @@ def test_frontier_jobs_one_per_task_and_method():
     assert nccl == {"HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0", "NCCL_SOCKET_IFNAME": "ib0"}
 
 
-def test_capacity_jobs_one_torchrun_per_size():
-    jobs = launch.capacity_jobs(3, nodes=2)
-    assert [j.name for j in jobs] == ["capacity-size0", "capacity-size1", "capacity-size2"]
-    assert jobs[2].command[-6:] == ["-m", "reasoning_lib.capacity", "--preset", "paper", "--size", "2"]
+def test_capacity_jobs_one_torchrun_per_world_and_size():
+    from reasoning_lib.capacity.presets import get_sweep, plan_name
+
+    sweep = get_sweep("paper")
+    jobs = launch.capacity_jobs(nodes=2)
+    assert len(jobs) == len(sweep.worlds) * len(sweep.base.model_sizes)
+    first = sweep.world_label(0)
+    assert jobs[2].name == f"capacity-{first}-size2"
+    assert jobs[2].command[-8:] == ["-m", "reasoning_lib.capacity", "--preset", "paper", "--world", "0", "--size", "2"]
     assert "--nnodes=2" in jobs[2].command and (jobs[2].nodes, jobs[2].gpus_per_node) == (2, 8)
-    cpu = launch.capacity_jobs(1, preset="tiny", gpus_per_node=0)
-    assert cpu[0].command == ["python", "-m", "reasoning_lib.capacity", "--preset", "tiny", "--size", "0"]
-    plans = [SimpleNamespace(processes=4, wall_hours=1.0, host_bytes=2**33)]
-    planned = launch.capacity_jobs(1, plans=plans)[0]
+    cpu = launch.capacity_jobs(preset="tiny", gpus_per_node=0, sizes=[0])
+    assert cpu[0].command == ["python", "-m", "reasoning_lib.capacity", "--preset", "tiny", "--world", "0", "--size", "0"]
+    plans = {plan_name(sweep.world_config(1), 0): SimpleNamespace(processes=4, wall_hours=1.0, host_bytes=2**33)}
+    planned = launch.capacity_jobs(plans=plans, worlds=[1], sizes=[0])[0]
     assert "--nproc_per_node=4" in planned.command and (planned.gpus_per_node, planned.hours) == (4, 1.25)
     assert planned.mem_gb == 10 and planned.env == {}  # 8 GiB host memory + 25 %
-    from reasoning_lib.capacity.presets import get_config
-    assert len(launch.capacity_jobs()) == len(get_config("paper").model_sizes)

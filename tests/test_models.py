@@ -38,3 +38,27 @@ def test_saved_model_reloads_with_identical_outputs(digit_tokenizer, tmp_path):
     assert torch.equal(model(input_ids=ids).logits, again(input_ids=ids).logits)
     with pytest.raises(FileNotFoundError, match="no saved model folder"):
         load_saved(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("num_labels", [3, 1])
+def test_a_saved_classifier_reloads_with_its_own_number_of_labels(tmp_path, num_labels):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=16, num_labels=num_labels)
+    model = BertForSequenceClassification(config).eval()  # e.g. an MNLI teacher (3 labels) or a regressor (1)
+    model.save_pretrained(tmp_path)
+    again = load_saved(str(tmp_path), arch="bert").eval()  # used to rebuild a 2-label head: size mismatch
+    assert again.config.num_labels == num_labels
+    ids = torch.tensor([[1, 5, 6, 7, 2]])
+    assert torch.equal(model(input_ids=ids).logits, again(input_ids=ids).logits)
+    assert build_model(str(tmp_path), arch="bert").config.num_labels == num_labels  # the folder's count by default
+
+
+def test_size_presets_default_to_two_labels_and_take_another(digit_tokenizer):
+    assert build_model("tiny", arch="bert", tokenizer=digit_tokenizer).config.num_labels == 2
+    three = build_model("tiny", arch="bert", tokenizer=digit_tokenizer, num_labels=3)
+    assert three(input_ids=torch.tensor([[3, 4, 5]])).logits.shape == (1, 3)
+    with pytest.raises(ValueError, match="num_labels=0"):
+        build_model("tiny", arch="bert", tokenizer=digit_tokenizer, num_labels=0)

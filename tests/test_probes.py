@@ -7,8 +7,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from reasoning_lib.probes import (
-    LabelSpace, ProbeConfig, ProbeGrid, collect_hidden_states, fit_probes, model_cross_entropy, probe_heatmap,
-    run_probes, token_groups_from_spans,
+    LabelSpace, ProbeConfig, ProbeGrid, ProbeMemoryError, collect_hidden_states, fit_probes, model_cross_entropy,
+    probe_heatmap, probe_memory, run_probes, token_groups_from_spans,
 )
 
 
@@ -75,7 +75,7 @@ def test_fit_is_deterministic_and_results_serialise():
     config = ProbeConfig(max_iter=50, eval_fraction=0.2)
     first, second = run_probes(x, classes, config), run_probes(x, classes, config)
     assert torch.equal(first["held-out"].cross_entropy, second["held-out"].cross_entropy)
-    one_cell_at_a_time = run_probes(x, classes, ProbeConfig(max_iter=50, eval_fraction=0.2, max_batch_elements=1))
+    one_cell_at_a_time = run_probes(x, classes, ProbeConfig(max_iter=50, eval_fraction=0.2, cells_per_fit=1))
     assert torch.equal(one_cell_at_a_time["held-out"].accuracy, first["held-out"].accuracy)
     data = json.loads(json.dumps(first["held-out"].to_dict()))
     back = ProbeGrid.from_dict(data)
@@ -90,6 +90,99 @@ def test_config_and_shape_errors_name_the_problem():
     probes = fit_probes(*planted(num_rows=100), ProbeConfig(penalties=(1e-3,), max_iter=10))
     with pytest.raises(ValueError, match=r"\(100, 3, 2, 8\)"):
         probes.log_probs(torch.zeros(100, 3, 2, 8))
+
+
+# ---------------------------------------------------------------------- memory bounded by construction
+def allocator_peak(fn):
+    """(result, peak live bytes, largest allocation) of ``fn()``, from torch's own CPU allocator accounting."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn()
+    kineto = getattr(prof.profiler, "kineto_results", None)
+    if kineto is None:
+        pytest.skip("this torch's profiler does not expose its allocation events")
+    events = sorted((e.start_ns(), e.nbytes()) for e in kineto.events() if e.name() == "[memory]")
+    live = peak = largest = 0
+    for _, nbytes in events:  # + allocation, - free, of blocks allocated while profiling
+        live += nbytes
+        peak, largest = max(peak, live), max(largest, nbytes)
+    return result, peak, largest
+
+
+@pytest.mark.parametrize("penalties, num_rows", [((1e-3,), 4000),
+                                                 pytest.param((1e-3, 1e-1), 2000, marks=pytest.mark.slow)])
+def test_probe_memory_stays_under_the_cap_where_full_logits_would_not(penalties, num_rows):
+    num_classes, cap = 1000, 5e5
+    order = torch.randperm(num_rows, generator=torch.Generator().manual_seed(0))
+    classes = (torch.arange(num_rows) % num_classes)[order]
+    x = torch.randn(num_rows, 1, 2, 2, generator=torch.Generator().manual_seed(1))
+    assert 4 * num_rows * num_classes > 15 * cap  # one cell's float32 (N, C) logits: 8 or 16 MB
+    config = ProbeConfig(penalties=penalties, max_iter=3, history_size=2, memory_bytes=cap, eval_fraction=0.1)
+    grids, peak, largest = allocator_peak(lambda: run_probes(x, classes, config))
+    train_rows = int(0.9 * num_rows)
+    train_classes = len(torch.unique(classes[:train_rows]))
+    estimate = probe_memory(num_rows, 2, train_classes, 1, num_positions=2, num_penalties=len(penalties),
+                            eval_fraction=0.1, memory_bytes=cap, history_size=2, max_iter=3)
+    assert estimate.refit.class_chunk < train_classes and estimate.refit.row_batch < train_rows  # both were cut
+    assert estimate.working <= cap
+    # the estimate bounds what the allocator saw (the fitted probes are the output, kept on the host)
+    assert peak <= estimate.working + estimate.probes, (peak, estimate)
+    assert largest < cap / 2, f"a {largest / 1e6:.1f} MB tensor: the logits were not chunked"
+    assert grids["held-out"].accuracy.shape == (1, 2) and grids["train"].num_examples == train_rows
+
+
+def plain_probe(x, y, penalty, max_iter):
+    """The unchunked fit of one cell: standardised x (N, D), full (N, C) logits through autograd."""
+    mean, std = x.mean(0), x.std(0, unbiased=False)
+    z = (x - mean) / std
+    weight = torch.zeros(x.shape[1], int(y.max()) + 1, requires_grad=True)
+    bias = torch.zeros(weight.shape[1], requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(z @ weight + bias, y) + penalty * weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return lambda rows: ((rows - mean) / std) @ weight.detach() + bias.detach()
+
+
+def test_streamed_chunked_probes_equal_the_unchunked_fit():
+    x, classes = planted(num_rows=400, num_classes=6, dim=5, seed=7)
+    train, held = slice(0, 300), slice(300, 400)
+    plain_accuracy, plain_ce = torch.zeros(2, 2, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64)
+    for s in range(2):
+        for p in range(2):
+            logits = plain_probe(x[train, s, p], classes[train], 1e-2, 200)(x[held, s, p])
+            plain_accuracy[s, p] = (logits.argmax(1) == classes[held]).double().mean()
+            plain_ce[s, p] = torch.nn.functional.cross_entropy(logits, classes[held]).double()
+    assert plain_accuracy[1, 1] > 0.9 and plain_accuracy.flatten()[:3].max() < 0.6  # only the planted cell
+    for cut in ({}, {"row_batch": 37, "class_chunk": 4}, {"row_batch": 300, "class_chunk": 1}):
+        config = ProbeConfig(penalties=(1e-2,), max_iter=200, cells_per_fit=1, **cut)
+        grid = fit_probes(x[train], classes[train], config).evaluate(x[held], classes[held], **cut)
+        assert torch.equal(grid.accuracy, plain_accuracy), (cut, grid.accuracy, plain_accuracy)
+        torch.testing.assert_close(grid.cross_entropy, plain_ce, atol=2e-4, rtol=0)
+
+
+def test_probe_memory_at_paper_scale_is_bounded_and_too_small_a_cap_is_named():
+    # 100k rows, 5 hidden states x 4 token groups of width 448, the ~20k-class answer, 4 candidate penalties
+    memory = probe_memory(100_000, 448, 20_000, 5, num_positions=4, num_penalties=4)
+    assert memory.working <= ProbeConfig().memory_bytes
+    cv_rows = 95_000 - 95_000 // 3
+    assert 4 * 4 * cv_rows * 20_000 > memory.working  # a cell's logits under 4 penalties at once: 20 GB
+    assert memory.cv.problems() == 1 and memory.cv.class_chunk == 20_000 and memory.cv.resident
+    assert memory.features == 4 * 100_000 * 20 * 448 and memory.probes == 4 * 20 * 449 * 20_000
+    with pytest.raises(ProbeMemoryError, match=r"history_size=100 .* raise memory_bytes or lower history_size"):
+        probe_memory(100_000, 448, 20_000, 5, num_positions=4, memory_bytes=4e9)
+    assert probe_memory(100_000, 448, 20_000, 5, num_positions=4, memory_bytes=4e9, history_size=40).working <= 4e9
+    x, classes = planted(num_rows=100)
+    with pytest.raises(ProbeMemoryError, match="memory_bytes=1000"):
+        fit_probes(x, classes, ProbeConfig(penalties=(1e-3,), memory_bytes=1e3))
+    with pytest.raises(ValueError, match="row_batch=0"):
+        ProbeConfig(row_batch=0)
 
 
 def tiny_models():

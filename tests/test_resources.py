@@ -13,7 +13,7 @@ from reasoning_lib.resources import (
 )
 from reasoning_lib.resources.__main__ import main
 from reasoning_lib.resources.activations import LAYER_COEFFICIENTS, LOGIT_SAVED_BYTES
-from reasoning_lib.resources.paper import PROCESSES
+from reasoning_lib.resources.paper import CAPACITY_WORLD_BYTES, PROCESSES
 from reasoning_lib.resources.plan import GB, HOST_BOUND_BYTES, micro_batch_for
 from reasoning_lib.train import causal_lm_loss
 
@@ -51,11 +51,34 @@ def test_the_runs_of_every_chapter_are_planned_once(plans):
     assert sorted(runs) == [f"ch{i}" for i in range(1, 9)] and all(runs.values())
     assert len(plans) == len(set(plans)) and all(n in plans for names in runs.values() for n in names)
     assert {"ch1_no_cot_4x4", "ch1_explicit_cot_gsm8k", "ch2_coupled_4x4", "ch3_sedd_small_owt", "ch4_dot_mp_4x4",
-            "ch5_capacity_10M", "ch6_multihop_10M", "ch7_teacher", "ch7_diito_67349"} <= set(plans)
-    assert len(runs["ch5"]) == 5  # one Llama per parameter budget
+            "ch5_capacity_N30000_r17_2M", "ch6_multihop_10M", "ch7_teacher", "ch7_diito_67349"} <= set(plans)
+    assert len(runs["ch5"]) == 50  # one Llama per parameter budget and world of the sweep (5 budgets x 10 worlds)
     # chapter 8 reuses chapters 1, 2 and 4 at 4x4 and GSM8K and adds only 3x3 and 5x5
     assert "ch2_student_gsm8k" in runs["ch8"] and "ch8_dot_mp_5x5" in runs["ch8"]
     assert not any(n.startswith("ch8_") and ("4x4" in n or "gsm8k" in n) for n in plans)
+
+
+def test_capacity_plans_cover_the_paper_sweep_in_bounded_host_memory(plans):
+    from reasoning_lib.capacity.presets import MULTIHOP_PRESETS, SWEEPS, plan_name
+
+    sweep = SWEEPS["paper"]
+    wanted = {plan_name(sweep.world_config(w), s) for w, s in sweep.runs}
+    assert {n for n in plans if n.startswith("ch5_")} == wanted, "one plan per (world, size) run, named as it announces"
+    assert "ch5_capacity_N10000_r4_0.5M" in wanted and "ch6_multihop_10M" in plans
+    configs = {plan_name(sweep.world_config(w), s): sweep.world_config(w) for w, s in sweep.runs}
+    configs[plan_name(MULTIHOP_PRESETS["paper"], 0, multihop=True)] = MULTIHOP_PRESETS["paper"]
+    for name, config in configs.items():
+        plan = plans[name]
+        check_fits(plan)
+        # the world (0.5 GB per 10k people, generous) plus one stream chunk's permutation, twice while the next is
+        # built: not 8 bytes x the 3.2e8 sequences of the run (2.6 GB)
+        stream = plan.data_bytes - CAPACITY_WORLD_BYTES * max(1.0, config.num_people / 10_000)
+        assert 0 < stream <= 2 * 8 * (config.stream_chunk + config.batch_size) < 20e6, name
+        assert plan.data_bytes < 2 * GB and plan.host_bytes <= HOST_BOUND_BYTES, name
+        assert plan.steps == 10_000_000 and plan.seq_len == 512 and plan.processes == 1, name
+    largest = plans["ch5_capacity_N30000_r17_2M"]
+    assert largest.data_bytes > plans["ch5_capacity_N10000_r17_2M"].data_bytes, "the world grows with N"
+    assert 2.9e6 < largest.trainable_parameters < 3.2e6  # the 2M budget's real count, 3,040,048 at V = 3000
 
 
 def test_paper_plans_follow_the_presets(plans):
@@ -284,3 +307,27 @@ def test_a_trainer_prints_its_plan_recut_for_the_launch_and_a_gpu_refuses_what_d
     monkeypatch.setattr(announcing, "check_fits", lambda p, use_cuda: asked.append((p.name, use_cuda)))
     announcing.announce("ch3_sedd_small_owt", "cuda:0", processes=8, micro_batch=16, is_main=False)
     assert asked == [("ch3_sedd_small_owt", True)], "on a GPU the plan is checked against the device's memory"
+
+
+def test_probe_plans_carry_the_probes_own_bounded_estimate(plans):
+    from reasoning_lib.capacity.presets import MULTIHOP_PRESETS
+    from reasoning_lib.probes import ProbeConfig, probe_memory
+    from reasoning_lib.resources.paper import PROBE_ANSWER_CLASSES
+    from reasoning_lib.resources.plan import ALLOCATOR_SLACK, CUDA_CONTEXT_BYTES
+
+    config, probe = MULTIHOP_PRESETS["paper"], ProbeConfig()
+    llama = plans["ch6_multihop_10M"].models[0]
+    assert {"ch6_probes_bridge_10M", "ch6_probes_answer_10M"} <= set(chapter_runs()["ch6"])
+    for target, classes in (("bridge", config.num_people), ("answer", PROBE_ANSWER_CLASSES)):
+        plan = plans[f"ch6_probes_{target}_10M"]
+        memory = probe_memory(config.probe_rows, llama.hidden_size, classes, llama.num_layers + 1, num_positions=4,
+                              num_penalties=len(config.probe_penalties), max_iter=config.probe_max_iter)
+        assert memory.working <= probe.memory_bytes
+        device = memory.working + 4 * llama.parameters  # the probes' working set and the probed Llama's weights
+        assert plan.peak_gpu_bytes == pytest.approx(CUDA_CONTEXT_BYTES + (1 + ALLOCATOR_SLACK) * device, rel=1e-9)
+        assert plan.micro_batch == memory.cv.row_batch and plan.data_bytes == memory.host
+        assert plan.models[0].parameters == memory.cv.problems() * (llama.hidden_size + 1) * classes
+        check_fits(plan)
+    # what the unbounded fit held at its floor of one cell: the (N, C) logits of its four penalties, over the cap
+    assert 4 * len(config.probe_penalties) * plans["ch6_probes_answer_10M"].global_batch * PROBE_ANSWER_CLASSES \
+        > probe.memory_bytes

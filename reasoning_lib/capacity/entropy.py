@@ -20,6 +20,10 @@ N·(L_s − H_s) (divided by R for a relation, as in the spec and reference: (S_
 ``incremental`` drops the selection terms and clips each C_s at 0. Average path, with the mean loss L̄ over
 K = |S| subjects: C = m·N·(ΣH − K·L̄) + S_name + S_bd if ΣH > K·L̄, else S_name + S_bd − N·(K·L̄ − ΣH).
 
+A budget may cover a subset of the subjects (:meth:`EntropyBudget.restricted`): the 2-hop questions a model trains on
+never end in the held-out second attribute, so, as the reference does for such evaluations, only the subjects
+with a loss count, and the name-selection cost is shared among the relations that remain.
+
 Deviations from the reference (spec §7): the 2-hop-double multiplier is per subject (the reference's becomes
 "sticky" after a relation); the average path honours ``incremental``; under ``'generating'`` support S_bd is 0,
 because each birth date is then charged its full generating entropy, so knowing the set of dates adds nothing
@@ -28,6 +32,7 @@ entropy for bipartite relations is refused (they are not uniform draws).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -43,6 +48,8 @@ SELECTIONS = ("optimal", "exact", "enumerate", "independent")
 SUPPORTS = ("generating", "observed")
 LN2 = math.log(2)
 REFERENCE_DATE_VALUES = 73_048  # days from 1900-01-01 to 2099-12-31 (spec §2.3)
+LAW_BITS_PER_PARAM = 2.0  # Allen-Zhu & Li (2024): at most ≈2 bits of knowledge per parameter
+PATHS = ("subjectwise", "average")  # the reference's --subjectwise path and its default average path
 
 
 def log2_binomial(n: int, k: int) -> float:
@@ -155,8 +162,24 @@ class EntropyBudget:
 
     @property
     def baseline_bits(self) -> float:
-        """S_name + S_bd: the credit for a model that learned only the sets (§3.3)."""
-        return self.name_selection_bits + self.birth_date_selection_bits
+        """S_name + S_bd: the credit for a model that learned only the sets (§3.3); a :meth:`restricted` budget
+        counts S_name only with a relation among its subjects and S_bd only with the birth date."""
+        names = self.name_selection_bits if self.present_relations else 0.0
+        return names + (self.birth_date_selection_bits if "birth_date" in self.subject_bits else 0.0)
+
+    @property
+    def present_relations(self) -> tuple[str, ...]:
+        """The relations that are subjects of this budget (all of them unless :meth:`restricted`)."""
+        return tuple(r for r in self.relation_names if r in self.subject_bits)
+
+    def restricted(self, subjects) -> "EntropyBudget":
+        """The same budget over only ``subjects`` (e.g. those a 2-hop evaluation has losses for).
+
+        ``relation_names`` is kept: under 2-hop-big-hash every relation is still a possible first hop."""
+        keep = [s for s in self.subject_bits if s in set(subjects)]
+        if not keep:
+            raise ValueError(f"restricted() got none of this budget's subjects {list(self.subject_bits)}: {subjects}")
+        return dataclasses.replace(self, subject_bits={s: self.subject_bits[s] for s in keep})
 
     def multipliers(self, hops: int = 1) -> dict[str, int]:
         """m_s: how many times each subject's facts count (§3.5)."""
@@ -232,7 +255,8 @@ def capacity_from_losses(budget: EntropyBudget, losses_bits: Mapping[str, float]
     """Per-subject capacity (§3.5, ``--subjectwise``) from mean per-answer losses in **bits**."""
     _check_losses(budget, losses_bits)
     n, m = budget.num_people, budget.multipliers(hops)
-    share = {r: budget.name_selection_bits / len(budget.relation_names) for r in budget.relation_names}
+    relations = budget.present_relations  # the name set is shared among the relations that are subjects here
+    share = {r: budget.name_selection_bits / len(relations) for r in relations}
     share["birth_date"] = budget.birth_date_selection_bits
     per_subject = {}
     for subject, h in budget.subject_bits.items():
@@ -247,7 +271,7 @@ def capacity_from_losses(budget: EntropyBudget, losses_bits: Mapping[str, float]
         elif h > loss:
             per_subject[subject] = gain + share[subject]
         else:  # the reference divides a relation's overshoot by R too: (S_name − N(L − H))/R
-            overshoot = n * (loss - h) / (len(budget.relation_names) if subject in budget.relation_names else 1)
+            overshoot = n * (loss - h) / (len(relations) if subject in relations else 1)
             per_subject[subject] = share[subject] - overshoot
     return Capacity(sum(per_subject.values()), per_subject, num_parameters)
 
@@ -270,9 +294,25 @@ def capacity_from_mean_loss(budget: EntropyBudget, mean_loss_bits: float, hops: 
     return Capacity(budget.baseline_bits - n * (k * mean_loss_bits - total_h), num_parameters=num_parameters)
 
 
+def mean_subject_loss(budget: EntropyBudget, losses_bits: Mapping[str, float]) -> float:
+    """L̄ of the average path: the mean of the per-subject losses over the budget's subjects (each subject weighs
+    the same, as in a balanced evaluation set)."""
+    _check_losses(budget, losses_bits)
+    return float(np.mean([losses_bits[s] for s in budget.subject_bits]))
+
+
 def capacity_2_1_hop(budget: EntropyBudget, two_hop_losses_bits: Mapping[str, float],
-                     one_hop_losses_bits: Mapping[str, float], num_parameters: int | None = None) -> Capacity:
-    """"2.1-hop" (§3.5): 2-hop capacity plus the incremental capacity of the same checkpoint's 1-hop losses."""
+                     one_hop_losses_bits: Mapping[str, float], num_parameters: int | None = None,
+                     path: str = "subjectwise") -> Capacity:
+    """"2.1-hop" (§3.5): 2-hop capacity plus the incremental capacity of the same checkpoint's 1-hop losses.
+
+    ``path='average'`` uses the average path for both parts (mean losses over the budget's subjects)."""
+    check_choice("path", path, PATHS)
+    if path == "average":
+        two = capacity_from_mean_loss(budget, mean_subject_loss(budget, two_hop_losses_bits), hops=2)
+        one = capacity_from_mean_loss(budget, mean_subject_loss(budget, one_hop_losses_bits), hops=1,
+                                      incremental=True)
+        return Capacity(two.total_bits + one.total_bits, num_parameters=num_parameters)
     two = capacity_from_losses(budget, two_hop_losses_bits, hops=2)
     one = capacity_from_losses(budget, one_hop_losses_bits, hops=1, incremental=True)
     per_subject = {s: two.per_subject_bits[s] + one.per_subject_bits[s] for s in two.per_subject_bits}
@@ -280,9 +320,10 @@ def capacity_2_1_hop(budget: EntropyBudget, two_hop_losses_bits: Mapping[str, fl
 
 
 __all__ = [
-    "SCHEMES", "SELECTIONS", "SUPPORTS", "Capacity", "EntropyBudget", "birth_date_entropy",
+    "LAW_BITS_PER_PARAM", "PATHS", "SCHEMES", "SELECTIONS", "SUPPORTS", "Capacity", "EntropyBudget", "birth_date_entropy",
     "birth_date_selection_bits", "capacity_2_1_hop", "capacity_from_losses", "capacity_from_mean_loss",
-    "dataset_entropy", "date_space_size", "entropy_budget", "log2_binomial", "name_selection_bits", "name_space_size",
+    "dataset_entropy", "date_space_size", "entropy_budget", "log2_binomial", "mean_subject_loss", "name_selection_bits",
+    "name_space_size",
     "nats_to_bits",
     "per_hop_loss", "subject_entropies",
 ]

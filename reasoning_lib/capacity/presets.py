@@ -5,12 +5,16 @@ grid (§3.6), training (§4), evaluation (§2.5, §3.1), the capacity scheme (§
 ``PRESETS`` are the capacity sweeps of chapter 05, ``MULTIHOP_PRESETS`` the single 1-hop + 2-hop model of
 chapter 06: ``smoke`` (seconds, CI), ``tiny`` (spec §9, 2 CPU cores, minutes), ``paper`` (spec §4/§6, GPU).
 
+:class:`CapacitySweep` crosses one config's model grid with several worlds (N people, R relations), as
+``experiment_specs/1_hop_scaling.yaml`` of ``EleutherAI/transformer-reasoning`` measures 1-hop capacity over N
+from 10k to 30k with 4 and 17 relations. ``SWEEPS["paper"]`` is that sweep; ``smoke`` and ``tiny`` have one world.
+
 Deliberate differences from the reference: AdamW from the shared loop (the reference uses Schedule-Free AdamW
 under µP), a plain Llama (no µP), and at tiny scale a 600-token BPE and QAs packed 8 to a sequence.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from transformers import LlamaConfig
 
@@ -30,7 +34,7 @@ WORLD_FIELDS = ("num_people", "num_relations", "pools", "num_years", "vocab_size
                 "heldout_fraction", "specific_fraction")
 # Fields read only after training: changing them re-evaluates a saved model instead of retraining it.
 EVAL_FIELDS = ("eval_people", "eval_per_mode", "scheme", "selection", "support", "converge_tolerance",
-               "probe_rows", "probe_penalties", "probe_max_iter", "probe_pool")
+               "converge_window", "probe_rows", "probe_penalties", "probe_max_iter", "probe_pool")
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,13 @@ class CapacityConfig:
     tokenizer_texts: int = 20_000
     orders: tuple[int, ...] = (1,)
     hop_ratio: float = 0.1
+    # a sequence holds at most qas_per_sequence whole QAs and at most max_seq_len tokens: a QA that does not fit
+    # is left out, never cut (the reference cuts at 512 tokens, and 34 QAs average ≈578)
     qas_per_sequence: int = 8
     max_seq_len: int = 512
+    # training sequences are drawn afresh in chunk-epochs of this many sequences (rounded up to whole steps):
+    # the shared loop then permutes only a chunk, so the data order costs 8 bytes x chunk, not x every sequence
+    stream_chunk: int = 1 << 20
     # models (§3.6): one model per entry of model_sizes
     sizing: str = "width"
     model_sizes: tuple[int, ...] = (32, 48, 64, 96)
@@ -63,14 +72,20 @@ class CapacityConfig:
     schedule: str = "wsd"  # warm-up, constant, linear decay over the last 20%: a constant run with a settled end
     # evaluation (§2.5, §3.1): 1-hop losses over every subject of eval_people people (None: all N people)
     eval_people: int | None = None
-    eval_per_mode: int = 400  # questions per 2-hop eval mode
+    eval_per_mode: int = 400  # questions per 2-hop eval mode, and per subject for the 2-hop capacity
+    # capacity is evaluated during training at 10 log-spaced steps up to eval_every, then every eval_every steps
+    # (the reference: log-spaced in 100..1e5, then every 1e5), and at the end; None: at the end only
+    eval_every: int | None = None
     heldout_fraction: float = 0.1
     specific_fraction: float = 0.02
-    # capacity (§3.2-3.5) and the convergence rule (training.loss_slope)
+    # capacity (§3.2-3.5) and the convergence rule (report.window_convergence): converged when, over the last
+    # converge_window steps before any learning-rate decay (a fixed number of steps, not a share of the run), the
+    # fitted loss slope moves the loss by less than converge_tolerance of its mean; a shorter run is not converged
     scheme: str = "optimal"
     selection: str = "optimal"
     support: str = "generating"
     converge_tolerance: float = 0.05
+    converge_window: int = 2000
     # probes (§3.7): rows (2-hop questions), L2 candidates (one value skips cross-validation), pooling per group
     probe_rows: int = 2000
     probe_penalties: tuple[float, ...] = (1e-3,)
@@ -80,11 +95,13 @@ class CapacityConfig:
     def __post_init__(self):
         for name in ("num_people", "num_years", "vocab_size", "tokenizer_texts", "qas_per_sequence", "max_seq_len",
                      "num_hidden_layers", "max_steps", "batch_size", "lr", "eval_per_mode", "probe_rows",
-                     "probe_max_iter", "hop_ratio", "converge_tolerance"):
+                     "probe_max_iter", "hop_ratio", "converge_tolerance", "converge_window", "stream_chunk"):
             check_positive(name, getattr(self, name))
         check_positive("warmup_steps", self.warmup_steps, allow_zero=True)
         if self.lr_base_width is not None:
             check_positive("lr_base_width", self.lr_base_width)
+        if self.eval_every is not None:
+            check_positive("eval_every", self.eval_every)
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
         check_choice("num_relations", self.num_relations, RELATION_COUNTS)
         check_choice("pools", self.pools, SOURCES)
@@ -129,7 +146,9 @@ class CapacityConfig:
 
     @property
     def exposures_per_fact(self) -> float:
-        """How often training shows each 1-hop fact, on average: steps x QAs per step x P(1-hop) / (N·S)."""
+        """At most how often training shows each 1-hop fact: steps x QAs per step x P(1-hop) / (N·S), with
+        ``qas_per_sequence`` QAs a sequence. When ``max_seq_len`` binds, fewer fit: ``metrics.json`` holds the
+        count of the QAs actually trained (``exposures_per_fact``)."""
         qas = self.max_steps * self.batch_size * self.qas_per_sequence
         return qas * self.one_hop_fraction / (self.num_people * self.num_subjects)
 
@@ -146,10 +165,12 @@ class CapacityConfig:
                              f"{self.model_sizes}, so size must be an index in 0..{len(self.model_sizes) - 1}")
 
     def size_label(self, size: int) -> str:
-        """Folder-safe name of model ``size``: ``d64-L2`` (widths) or ``P1000000-L4`` (budgets)."""
+        """Folder-safe name of model ``size``: ``d64-L2`` (widths) or ``P1000000-L4`` (budgets), with ``-h12`` when
+        the hop orders are not 1-hop only, so runs of other orders never share (or are collected as) a folder."""
         self.check_size(size)
         prefix = "d" if self.sizing == "width" else "P"
-        return f"{prefix}{self.model_sizes[size]}-L{self.num_hidden_layers}"
+        hops = "" if self.orders == (1,) else "-h" + "".join(str(o) for o in self.orders)
+        return f"{prefix}{self.model_sizes[size]}-L{self.num_hidden_layers}{hops}"
 
     def model_config(self, size: int, tokenizer) -> LlamaConfig:
         """The Llama of grid entry ``size`` for ``tokenizer``'s vocabulary and special ids (spec §3.6)."""
@@ -189,44 +210,140 @@ class CapacityConfig:
 PRESETS = {
     "smoke": CapacityConfig(num_people=40, vocab_size=320, tokenizer_texts=2000, model_sizes=(16, 32),
                             num_hidden_layers=1, qas_per_sequence=4, max_steps=30, batch_size=8, lr=1e-2,
-                            lr_base_width=None, warmup_steps=3, eval_per_mode=32, probe_rows=120, probe_max_iter=30),
+                            lr_base_width=None, warmup_steps=3, eval_per_mode=32, probe_rows=120, probe_max_iter=30,
+                            eval_every=10, converge_window=10),
     # Spec §9 at the large end: N = 1,000, r4, synthetic pools, one year of dates (E₁ = 6.5e4 bits), Llama L = 2
     # with d in {16, 32, 48, 64} (27k-200k parameters with the 600-token BPE), 8,000 steps x 256 QAs = 256
     # exposures per 1-hop fact, lr 1e-2 at d = 32 scaled by 32/d. N = 300 (1.8e4 bits) left every size
     # data-bound; at 96 exposures every size was far below its capacity (RESULTS.md). Measured, one thread per
     # size, two or three sizes at a time on 2 cores: 20, 25, 34 and 40 minutes, about an hour in all.
-    "tiny": CapacityConfig(num_people=1000, model_sizes=(16, 32, 48, 64), max_steps=8000),
-    # Spec §4/§6: N = 10k, r17, faker pools, dates over 200 years, the 3,000-token BPE, reference sizing at
-    # 4 layers for budgets 5e5..1e7, batch 32 x 34 QAs in 512 tokens, lr 1e-3, wd 0.1, 1,000 warm-up steps,
-    # constant rate, 1e7 steps (the reference's "models seem to converge in 1E7 steps").
+    # Capacity every 1,000 steps (18 evaluations of the 8,000 facts); convergence over the last 2,000 of the
+    # 6,400 steps before the decay.
+    "tiny": CapacityConfig(num_people=1000, model_sizes=(16, 32, 48, 64), max_steps=8000, eval_every=1000,
+                           converge_window=2000),
+    # The base world of the paper sweep (SWEEPS["paper"] varies N and R): N = 10k, r17, faker pools, dates over
+    # 200 years, the 3,000-token BPE, reference sizing at 4 layers, batch 32 sequences of up to 34 whole QAs in
+    # 512 tokens, lr 1e-3, wd 0.1, 1,000 warm-up steps, constant rate, 1e7 steps (the reference's "models seem to
+    # converge in 1E7 steps"), names coded with the `enumerate` selection of its 1_hop_scaling measurement.
+    # Budgets 0.5M-2M (real 0.44M-3.04M parameters): at 2 bits/parameter each holds less than the 1-hop entropy
+    # of at least two of the sweep's worlds (capacity_bound_points); the old 5M and 10M budgets (7.7M and 15.5M
+    # real) would hold every world of N <= 30k whole. Capacity at the reference's checkpoints (log-spaced to 1e5,
+    # then every 1e5); converged when the loss moves < 2% over the last 1.5M steps (15 checkpoints apart, the
+    # reference's derivative window).
     "paper": CapacityConfig(num_people=10_000, num_relations=17, pools="faker", num_years=200, vocab_size=3000,
                             tokenizer_texts=100_000, qas_per_sequence=34, sizing="reference",
-                            model_sizes=(500_000, 1_000_000, 2_000_000, 5_000_000, 10_000_000), num_hidden_layers=4,
+                            model_sizes=(500_000, 700_000, 1_000_000, 1_500_000, 2_000_000), num_hidden_layers=4,
                             max_steps=10_000_000, batch_size=32, lr=1e-3, lr_base_width=None, weight_decay=0.1,
-                            warmup_steps=1000, schedule="constant", eval_people=1000, eval_per_mode=1000),
+                            warmup_steps=1000, schedule="constant", eval_people=1000, eval_per_mode=1000,
+                            selection="enumerate", eval_every=100_000, converge_window=1_500_000,
+                            converge_tolerance=0.02),
 }
 
 MULTIHOP_PRESETS = {
     "smoke": CapacityConfig(num_people=40, vocab_size=320, tokenizer_texts=2000, orders=(1, 2), hop_ratio=0.5,
                             model_sizes=(32,), num_hidden_layers=2, qas_per_sequence=4, max_steps=30, batch_size=8,
                             lr=1e-2, lr_base_width=None, warmup_steps=3, eval_per_mode=32, probe_rows=160,
-                            probe_max_iter=30),
+                            probe_max_iter=30, eval_every=10, converge_window=10),
     # Spec §9 demo: N = 200, r4, a 4-layer d = 64 Llama (340k parameters) on 1-hop + 2-hop. hop_ratio 1.0
     # (P(1-hop) = 1/2) instead of the reference's 0.1, so that in 1,400 steps x 256 QAs the 1-hop facts the
     # bridge depends on get 112 exposures and each 2-hop training tuple ≈ 47. Expected time: ≈ 10 minutes on
     # one thread (≈ 7 expected on 2 idle cores): 0.35-0.41 s/step measured over 24 steps of this preset (4,760
     # tokens per step), so 8-9.5 minutes of training, plus ≈ 1 minute of probes (measured on the untrained
-    # model: 2,000 rows, 5 hidden states x 4 token groups, both targets, then the bridge control).
+    # model: 2,000 rows, 5 hidden states x 4 token groups, both targets, then the bridge control). Capacity
+    # (1-hop, 2-hop, 2.1-hop) every 200 steps.
     "tiny": CapacityConfig(num_people=200, orders=(1, 2), hop_ratio=1.0, model_sizes=(64,), num_hidden_layers=4,
-                           max_steps=1400, batch_size=32, eval_per_mode=400, probe_rows=2000, probe_max_iter=100),
+                           max_steps=1400, batch_size=32, eval_per_mode=400, probe_rows=2000, probe_max_iter=100,
+                           eval_every=200, converge_window=400),
     # The reference's 2-hop runs: N = 10k, r17, P = 1e7 at 4 layers, hop_ratio 0.1 (P(1-hop) = 1/11).
     "paper": CapacityConfig(num_people=10_000, num_relations=17, pools="faker", num_years=200, vocab_size=3000,
                             tokenizer_texts=100_000, orders=(1, 2), hop_ratio=0.1, qas_per_sequence=34,
                             sizing="reference", model_sizes=(10_000_000,), num_hidden_layers=4, max_steps=10_000_000,
                             batch_size=32, lr=1e-3, lr_base_width=None, weight_decay=0.1, warmup_steps=1000,
                             schedule="constant", eval_people=1000, eval_per_mode=1000, probe_rows=100_000,
-                            probe_penalties=(0.0, 1e-8, 1e-6, 1e-4), probe_max_iter=1000),
+                            probe_penalties=(0.0, 1e-8, 1e-6, 1e-4), probe_max_iter=1000, selection="enumerate",
+                            eval_every=100_000, converge_window=1_500_000, converge_tolerance=0.02),
 }
+
+
+@dataclass(frozen=True)
+class CapacitySweep:
+    """One config's model grid trained on every world (N, R) of ``num_people`` x ``num_relations``.
+
+    World ``w`` is :meth:`world_config` (the base config with that N and R); run ``(w, size)`` is grid entry
+    ``size`` of it. Worlds are listed relation count first, then N."""
+
+    base: CapacityConfig
+    num_people: tuple[int, ...]
+    num_relations: tuple[int, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "num_people", _axis("num_people", self.num_people))
+        object.__setattr__(self, "num_relations", _axis("num_relations", self.num_relations))
+        for r in self.num_relations:
+            check_choice("num_relations", r, RELATION_COUNTS)
+        for n in self.num_people:  # builds each world's config, so a bad N fails here, by name
+            replace(self.base, num_people=n)
+
+    @property
+    def worlds(self) -> tuple[tuple[int, int], ...]:
+        """(N, R) of every world."""
+        return tuple((n, r) for r in self.num_relations for n in self.num_people)
+
+    @property
+    def runs(self) -> tuple[tuple[int, int], ...]:
+        """(world index, size index) of every trained model, world by world."""
+        return tuple((w, s) for w in range(len(self.worlds)) for s in range(len(self.base.model_sizes)))
+
+    def world_index(self, world: int | str) -> int:
+        """The index of ``world``: an index, or a label such as ``N10000-r17`` (:meth:`world_label`)."""
+        labels = [f"N{n}-r{r}" for n, r in self.worlds]
+        if isinstance(world, str) and world in labels:
+            return labels.index(world)
+        try:
+            index = int(world)
+        except (TypeError, ValueError):
+            index = -1
+        if not 0 <= index < len(self.worlds):
+            raise ValueError(f"world={world!r} is not one of this sweep's {len(self.worlds)} worlds: give an index "
+                             f"in 0..{len(self.worlds) - 1} or a label {labels}")
+        return index
+
+    def world_label(self, world: int | str) -> str:
+        """Folder-safe name of world ``world``: ``N10000-r17``."""
+        n, r = self.worlds[self.world_index(world)]
+        return f"N{n}-r{r}"
+
+    def world_config(self, world: int | str) -> CapacityConfig:
+        """The base config with world ``world``'s N and R."""
+        n, r = self.worlds[self.world_index(world)]
+        return replace(self.base, num_people=n, num_relations=r)
+
+
+def _axis(name: str, values) -> tuple[int, ...]:
+    values = (values,) if isinstance(values, int) else tuple(values)
+    if not values or len(set(values)) != len(values) or any(not isinstance(v, int) or v <= 0 for v in values):
+        raise ValueError(f"{name}={values!r} must be a non-empty tuple of distinct positive integers")
+    return values
+
+
+# The reference measures 1-hop capacity (scheme optimal, selection enumerate) over N in
+# {10000, 15000, 15500, 20000, 24000, 25000, 30000} with 17 and 4 relations; here N in steps of 5,000 over the
+# same range (15.5k and 24k were single runs next to 15k and 25k). 10 worlds x 5 sizes = 50 runs.
+SWEEPS = {
+    "smoke": CapacitySweep(PRESETS["smoke"], (40,), (4,)),
+    "tiny": CapacitySweep(PRESETS["tiny"], (1000,), (4,)),
+    "paper": CapacitySweep(PRESETS["paper"], (10_000, 15_000, 20_000, 25_000, 30_000), (4, 17)),
+}
+
+
+def plan_name(config: CapacityConfig, size: int, multihop: bool = False) -> str:
+    """The resource plan of a paper run (``python -m reasoning_lib.resources``): ``ch5_capacity_N10000_r17_0.5M``
+    for a run of chapter 5's sweep, ``ch6_multihop_10M`` for chapter 6's model."""
+    config.check_size(size)
+    budget = f"{config.model_sizes[size] / 1e6:g}M"
+    if multihop:
+        return f"ch6_multihop_{budget}"
+    return f"ch5_capacity_N{config.num_people}_r{config.num_relations}_{budget}"
 
 
 def get_config(preset: str, **overrides) -> CapacityConfig:
@@ -239,5 +356,15 @@ def get_multihop_config(preset: str, **overrides) -> CapacityConfig:
     return from_preset(MULTIHOP_PRESETS, preset, **overrides)
 
 
-__all__ = ["CapacityConfig", "EVAL_FIELDS", "MULTIHOP_PRESETS", "PRESETS", "SIZINGS", "WORLD_FIELDS", "get_config",
-           "get_multihop_config"]
+def get_sweep(preset: str, **overrides) -> CapacitySweep:
+    """The chapter-05 sweep ``preset``; ``overrides`` apply to its base config, except ``num_people`` and
+    ``num_relations``, which replace the sweep's axes (an int or a tuple)."""
+    check_choice("preset", preset, SWEEPS)
+    sweep = SWEEPS[preset]
+    people = overrides.pop("num_people", sweep.num_people)
+    relations = overrides.pop("num_relations", sweep.num_relations)
+    return CapacitySweep(from_preset({preset: sweep.base}, preset, **overrides), people, relations)
+
+
+__all__ = ["CapacityConfig", "CapacitySweep", "EVAL_FIELDS", "MULTIHOP_PRESETS", "PRESETS", "SIZINGS", "SWEEPS",
+           "WORLD_FIELDS", "get_config", "get_multihop_config", "get_sweep", "plan_name"]

@@ -1,7 +1,7 @@
 """Interchange interventions on Hugging Face encoders, through forward hooks (no forked model code).
 
 The *site* of layer ``l`` is the output of transformer block ``l`` (0-based), for reading and for writing
-alike (the reference reads one block and writes the next, spec §7.1). A counterfactual run
+alike (Wu et al.'s code reads one block and writes the next). A counterfactual run
 ``M(base | block-l output at P_b <- block-l output of the source at P_s)`` records the source's outputs,
 then reruns the base with a hook that overwrites the selected positions; everything downstream is
 recomputed. Gradients flow through both runs when the caller allows them.
@@ -53,8 +53,10 @@ def sample_sites(base_mask: torch.Tensor, source_mask: torch.Tensor, prop: float
                  generator: torch.Generator | None = None) -> Sites:
     """``k_i = floor(prop * min(n_base_i, n_source_i))`` positions per row, drawn among the eligible ones.
 
-    Random mode: without replacement, independently in the base and the source. Consecutive mode: one run of
-    ``k_i`` consecutive eligible positions, with independent starts (spec §3.2). Never lands on padding."""
+    Random mode: without replacement, independently in the base and the source, each side then sorted, so the
+    k-th chosen base position takes the k-th chosen source position: the pairing "in order" of Wu et al. 2022
+    and of their XXS code, whose boolean interchange masks select positions in ascending order. Consecutive
+    mode: one run of ``k_i`` consecutive eligible positions, with independent starts. Never lands on padding."""
     check_range("prop", prop, 0.0, 1.0)
     if base_mask.shape[0] != source_mask.shape[0]:
         raise ValueError(f"base has {base_mask.shape[0]} rows but source {source_mask.shape[0]}")
@@ -70,7 +72,8 @@ def sample_sites(base_mask: torch.Tensor, source_mask: torch.Tensor, prop: float
         if consecutive:
             start = int(torch.randint(len(positions) - k + 1, (1,), generator=generator))
             return positions[start:start + k]
-        return positions[torch.randperm(len(positions), generator=generator)[:k]]
+        # sorted: a random order on each side would pair base and source positions by a random bijection
+        return positions[torch.randperm(len(positions), generator=generator)[:k]].sort().values
 
     for i, k in enumerate(counts):
         if k:

@@ -1,5 +1,5 @@
-"""Probe features: hidden states of any model at chosen token positions or named token groups (§3.7 of
-``shared/specs/capacity_and_probes.md``).
+"""Probe features: hidden states of any model at chosen token positions or named token groups (the probes of the
+``EleutherAI/transformer-reasoning`` reference, ``train/train_probe.py``).
 
 Every HF model (GPT-2, Llama, BERT, …) called with ``output_hidden_states=True`` returns L+1 tensors (B, T, H):
 entry 0 is the embedding output and entry l the residual stream after block l (HF applies the final norm to
@@ -194,7 +194,8 @@ def model_cross_entropy(
 ) -> float:
     """The LM's own mean CE (nats) for predicting ``targets[i]`` from real-token position ``positions[i]``.
 
-    This is the model-side number §5 reports next to the probes, e.g. the first token of the bridge entity."""
+    This is the model-side number the reference reports next to the probes, e.g. the first token of the bridge
+    entity."""
     if not len(sequences) == len(positions) == len(targets):
         raise ValueError(f"{len(sequences)} sequences, {len(positions)} positions and {len(targets)} targets differ")
     lengths = [len(torch.as_tensor(seq).reshape(-1)) for seq in sequences]

@@ -1,4 +1,4 @@
-"""Probe results and the baselines they are read against (§3.7 and §5 of ``shared/specs/capacity_and_probes.md``).
+"""Probe results and the baselines they are read against (the ``EleutherAI/transformer-reasoning`` probes).
 
 A :class:`ProbeGrid` holds one number per (hidden state, token position) cell: top-1 accuracy and mean
 cross-entropy in nats on one split, next to two baselines that know only the *train* labels:
@@ -8,9 +8,9 @@ cross-entropy in nats on one split, next to two baselines that know only the *tr
   space of ``num_classes`` values, ``p(c) = (n_c + 1) / (n + num_classes)``. The smoothing keeps the CE of a
   held-out label never seen in training finite: it gets ``1 / (n + num_classes)``.
 
-Deliberate fix of the reference (§7): its "uniform" baseline passes probabilities to ``cross_entropy`` as if
-they were logits and counts eval labels in the marginal; here the marginal is built from train labels only
-and scored with log-probabilities.
+Deliberate fix of the reference (``train/train_probe.py``): its "uniform" baseline passes probabilities to
+``cross_entropy`` as if they were logits and counts eval labels in the marginal; here the marginal is built
+from train labels only and scored with log-probabilities.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Layer x position heat-map of probe accuracy (§3.7 project spec: "plot a layer x position heat-map").
+"""Layer x position heat-map of probe accuracy: one cell per (hidden state, token position).
 
 Every (target, split) grid is drawn once as its own trace and a dropdown toggles which one is visible, so the
 figure works in a static HTML page without a kernel. Importing ``reasoning_lib.viz`` registers the book's

@@ -3,6 +3,7 @@
     python -m reasoning_lib.resources                      # one row per run (H100 80GB, MFU 35%)
     python -m reasoning_lib.resources --run ch3_sedd_small_owt   # one plan in detail
     python -m reasoning_lib.resources --gpu H200 --mfu 0.4 --markdown   # a table to paste into a README
+    python -m reasoning_lib.resources --chapters --markdown   # one row per chapter (the README's table)
 """
 from __future__ import annotations
 
@@ -25,14 +26,14 @@ def plan_row(plan: ResourcePlan) -> list[str]:
             "launch" if plan.latency_bound else "FLOPs"]
 
 
-def format_table(rows: list[list[str]], markdown: bool) -> str:
-    """Rows under ``COLUMNS``: a markdown pipe table, or aligned plain text."""
+def format_table(rows: list[list[str]], markdown: bool, columns: tuple[str, ...] = COLUMNS) -> str:
+    """Rows under ``columns``: a markdown pipe table, or aligned plain text."""
     if markdown:
-        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(COLUMNS))) + "|"]
+        lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(COLUMNS)]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
     fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([fmt(COLUMNS), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)])
+    return "\n".join([fmt(columns), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)])
 
 
 def footnotes(plans: dict[str, ResourcePlan]) -> list[str]:
@@ -55,6 +56,21 @@ def footnotes(plans: dict[str, ResourcePlan]) -> list[str]:
     return notes
 
 
+CHAPTER_COLUMNS = ("chapter", "runs", "GPU-h", "largest GPU GB/proc", "largest host GB/node")
+
+
+def chapter_rows(plans: dict[str, ResourcePlan]) -> list[list[str]]:
+    """One row per chapter: its runs, their GPU-hours and the largest memory any of them needs; chapter 8 counts
+    only the runs it adds to those it reuses."""
+    rows = []
+    for chapter, names in chapter_runs().items():
+        own = [plans[n] for n in names if chapter != "ch8" or n.startswith("ch8_")]
+        label = chapter if chapter != "ch8" else f"ch8 (+ {len(names) - len(own)} reused)"
+        rows.append([label, str(len(own)), f"{sum(p.gpu_hours for p in own):,.0f}",
+                     f"{max(p.peak_gpu_bytes for p in own) / GB:.1f}", f"{max(p.host_bytes for p in own) / GB:.1f}"])
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m reasoning_lib.resources", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mfu", type=float, default=DEFAULT_MFU, help="model FLOPs utilisation, e.g. 0.35")
     parser.add_argument("--no-launch-floor", action="store_true", help="hours from FLOPs at the MFU alone")
     parser.add_argument("--markdown", action="store_true", help="a markdown table (for a README)")
+    parser.add_argument("--chapters", action="store_true", help="one row per chapter instead of one per run")
     args = parser.parse_args(argv)
     plans = paper_plans(args.gpu, args.mfu, launch_floor=not args.no_launch_floor)
     if args.run is not None:
@@ -70,7 +87,10 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--run {args.run!r} is not a paper run; choose one of: {', '.join(plans)}")
         print(plans[args.run].to_markdown())
         return
-    print(format_table([plan_row(p) for p in plans.values()], args.markdown))
+    if args.chapters:
+        print(format_table(chapter_rows(plans), args.markdown, CHAPTER_COLUMNS))
+    else:
+        print(format_table([plan_row(p) for p in plans.values()], args.markdown))
     print()
     print("\n".join(("- " if args.markdown else "") + note for note in footnotes(plans)))
 

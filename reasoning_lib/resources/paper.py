@@ -21,6 +21,7 @@ from ..capacity import presets as capacity_presets
 from ..capacity.sizing import llama_config_for_budget
 from ..data.multiplication import make_example, parse_task
 from ..distill import presets as distill_presets
+from ..distill.general import general_distill_plans
 from ..dot import presets as dot_presets
 from ..dot.data import thoughts
 from ..frontier import presets as frontier_presets
@@ -269,16 +270,92 @@ def _example(task: str):
     return make_example(10 ** (n - 1) + 1, 10 ** n - 1, n)
 
 
+CAPACITY_WORLD_PEOPLE = 10_000  # CAPACITY_WORLD_BYTES is for this many people; it grows with N
+
+
+def capacity_host_bytes(config: capacity_presets.CapacityConfig) -> int:
+    """One capacity run's host data: the world (profiles, tokenizer, pieces, split masks: linear in N) and the
+    shared loop's permutation of one stream chunk (8 bytes a sequence; ``capacity.stream``), held twice while
+    the next chunk-epoch's permutation is built."""
+    world = CAPACITY_WORLD_BYTES * max(1.0, config.num_people / CAPACITY_WORLD_PEOPLE)
+    chunk = math.ceil(config.stream_chunk / config.batch_size) * config.batch_size
+    return int(world + 2 * 8 * chunk)
+
+
 def capacity_plans() -> list[ResourcePlan]:
-    """Chapter 5: one Llama per parameter budget; chapter 6: the 1-hop + 2-hop model."""
+    """Chapter 5: one Llama per parameter budget and world (N, R) of the paper sweep; chapter 6: the 1-hop + 2-hop
+    model. Names follow ``capacity.presets.plan_name`` (``ch5_capacity_N10000_r17_0.5M``, ``ch6_multihop_10M``)."""
+    sweep = capacity_presets.SWEEPS["paper"]
+    specs: dict[int, ModelSpec] = {}
     plans = []
-    for chapter, presets in (("ch5", capacity_presets.PRESETS), ("ch6", capacity_presets.MULTIHOP_PRESETS)):
-        config = presets["paper"]
-        for budget in config.model_sizes:
-            label = f"{chapter}_{'capacity' if chapter == 'ch5' else 'multihop'}_{budget / 1e6:g}M"
-            spec = llama_spec(f"Llama {budget / 1e6:g}M budget", config, budget)
-            plans.append(make_plan(label, config, [spec], PROCESSES[chapter], config.max_steps, CAPACITY_WORLD_BYTES,
-                                   "generated QAs, world in RAM"))
+    representation = "generated QAs (whole, per chunk-epoch), world in RAM"
+    for world in range(len(sweep.worlds)):
+        config = sweep.world_config(world)
+        for size, budget in enumerate(config.model_sizes):
+            if budget not in specs:  # the same shapes on every world (one vocabulary)
+                specs[budget] = llama_spec(f"Llama {budget / 1e6:g}M budget", config, budget)
+            spec = specs[budget]
+            note = (f"one of the {len(sweep.runs)} runs of the chapter-5 sweep ({len(sweep.worlds)} worlds x "
+                    f"{len(config.model_sizes)} sizes)",)
+            plans.append(make_plan(capacity_presets.plan_name(config, size), config, [spec], PROCESSES["ch5"],
+                                   config.max_steps, capacity_host_bytes(config), representation, note))
+    config = capacity_presets.MULTIHOP_PRESETS["paper"]
+    for size, budget in enumerate(config.model_sizes):
+        spec = llama_spec(f"Llama {budget / 1e6:g}M budget", config, budget)
+        plans.append(make_plan(capacity_presets.plan_name(config, size, multihop=True), config, [spec], PROCESSES["ch6"],
+                               config.max_steps, capacity_host_bytes(config), representation))
+    return plans
+
+
+PROBE_ANSWER_CLASSES = 20_000  # distinct 2-hop answers of the 10k-person world: ≈10k names, ≈10k birth dates, pools
+
+
+def probe_plans() -> list[ResourcePlan]:
+    """Chapter 6: linear probes on the multi-hop Llama's hidden states, one plan per target (the bridge entity over
+    the N people, fitted twice: the trained model and the untrained control; the answer over its distinct strings).
+
+    Memory is the probes' own bounded estimate (``probes.probe_memory``: the cuts the fit uses under
+    ``ProbeConfig.memory_bytes``), entered as the plan's activations, so the plan's peak is that estimate plus the
+    Llama's weights and the margin. A "step" is one L-BFGS evaluation of one cut over the train rows; the row
+    batch is the micro-batch and the cut's parameters stand for the network (6 FLOPs per parameter and row:
+    logits, their recomputation per class chunk, the gradient)."""
+    from ..capacity.probing import GROUPS
+    from ..probes import ProbeConfig, probe_memory
+    from .activations import ActivationFit
+
+    config = capacity_presets.MULTIHOP_PRESETS["paper"]
+    probe = ProbeConfig(penalties=config.probe_penalties, max_iter=config.probe_max_iter)
+    plans = []
+    for budget in config.model_sizes:
+        llama = llama_spec(f"Llama {budget / 1e6:g}M budget", config, budget)
+        states, dim = llama.num_layers + 1, llama.hidden_size  # 'last'/'mean' pooling: one state wide
+        for target, classes, fits in (("bridge", config.num_people, 2), ("answer", PROBE_ANSWER_CLASSES, 1)):
+            memory = probe_memory(config.probe_rows, dim, classes, states, num_positions=len(GROUPS),
+                                  num_penalties=len(probe.penalties), cv_folds=probe.cv_folds,
+                                  eval_fraction=probe.eval_fraction, memory_bytes=probe.memory_bytes,
+                                  history_size=probe.history_size, max_iter=probe.max_iter)
+            cut = max((memory.cv, memory.refit), key=lambda layout: layout.problems())
+            train = int((1 - probe.eval_fraction) * config.probe_rows)
+            micro = min(cut.row_batch, train)
+            parameters = cut.problems() * (dim + 1) * classes
+            cells = states * len(GROUPS)
+            problem_fits = fits * cells * (probe.cv_folds * len(probe.penalties) + 1)  # CV fits, then the refit
+            evaluations = math.ceil(1.25 * probe.max_iter)  # L-BFGS's max_eval: iterations plus line search
+            steps = ceil_div(problem_fits * evaluations, cut.problems())
+            # the plan counts 16 bytes a parameter (weights, grads, AdamW); the estimate holds the L-BFGS state
+            intercept = memory.working + 4 * llama.parameters - 16 * parameters
+            spec = ModelSpec(name=f"linear probes ({target}, {classes:,} classes, {cut.problems()} per cut)",
+                             parameters=parameters, flops_parameters=parameters, num_layers=1, hidden_size=dim,
+                             num_heads=1, seq_len=1, activation_fit=ActivationFit(0.0, intercept, {}))
+            notes = (f"probes.probe_memory: {memory.working / GB:.1f} GB working set under memory_bytes="
+                     f"{probe.memory_bytes / GB:.0f} GB (cross-validation cut {memory.cv}, refit cut {memory.refit}); "
+                     f"never an (N, C) logit tensor: a plain fit would hold {4 * train * classes / GB:.1f} GB of "
+                     f"logits per cell and penalty", "the fit runs in fp32 (no autocast): at the fp32 peak rather "
+                     "than the bf16 one the hours are several times these")
+            plans.append(ResourcePlan(
+                name=f"ch6_probes_{target}_{budget / 1e6:g}M", models=(spec,),
+                global_batch=micro * ceil_div(train, micro), micro_batch=micro, processes=PROCESSES["ch6"], steps=steps, data_bytes=memory.host,
+                host_representation="float32 hidden-state features (N, S, P, D) + the fitted probes", notes=notes))
     return plans
 
 
@@ -312,7 +389,8 @@ def _paper_plans() -> tuple[ResourcePlan, ...]:
     plans.append(sedd_plan())
     for task in TASKS["ch4"]:
         plans += dot_plans(task, "ch4")
-    plans += capacity_plans() + distill_plans()
+    plans += capacity_plans() + distill_plans() + general_distill_plans()
+    plans += probe_plans()
     for task in frontier_presets.get_config("paper").tasks:  # chapter 8: the tasks chapters 1, 2 and 4 do not run
         if task not in TASKS["ch1"]:
             plans += baseline_plans(task, "ch8") + implicit_plans(task, "ch8") + dot_plans(task, "ch8")
