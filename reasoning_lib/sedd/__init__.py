@@ -7,27 +7,24 @@ denoising chain), ``likelihood`` (the ELBO bound), ``loading`` (hub, reference r
 ``training`` (presets and the shared loop with EMA), ``data`` (offline review canvases; hub corpora as blocks),
 ``corpus`` (a corpus tokenised once into a memory-mapped token file) and ``zero_shot`` (Table 1's benchmarks).
 """
+from .corpus import TokenBlocks, build_token_file, write_token_file
+from .evaluation import elbo_vs_steps, load_ema_weights, read_elbo_curve
+from .generative import GenerativePerplexity, generative_perplexity, quality_vs_steps
 from .graph import Absorbing, Graph, Uniform, build_graph, sample_categorical
-from .likelihood import ElboResult, elbo
+from .likelihood import ElboResult, elbo, real_tokens
 from .loading import load_model, save_model
 from .losses import SEDDObjective, dwdse_loss
 from .model import EMA, SEDD, DDiTConfig
 from .noise import GeometricNoise, LogLinearNoise, build_noise
 from .sampling import SampleOutput, sample
 from .training import PRESETS, SEDDRunConfig, SEDDWithEMA, get_config, train_sedd
+from .zero_shot import BENCHMARKS, BenchmarkBlocks, benchmark_blocks
 
 __all__ = [
-    "Absorbing", "Graph", "Uniform", "build_graph", "sample_categorical", "ElboResult", "elbo", "load_model",
-    "save_model", "SEDDObjective", "dwdse_loss", "EMA", "SEDD", "DDiTConfig", "GeometricNoise", "LogLinearNoise",
-    "build_noise", "SampleOutput", "sample", "PRESETS", "SEDDRunConfig", "SEDDWithEMA", "get_config", "train_sedd",
+    "Absorbing", "Graph", "Uniform", "build_graph", "sample_categorical", "ElboResult", "elbo", "real_tokens",
+    "load_model", "save_model", "SEDDObjective", "dwdse_loss", "EMA", "SEDD", "DDiTConfig", "GeometricNoise",
+    "LogLinearNoise", "build_noise", "SampleOutput", "sample", "PRESETS", "SEDDRunConfig", "SEDDWithEMA", "get_config",
+    "train_sedd", "elbo_vs_steps", "load_ema_weights", "read_elbo_curve", "GenerativePerplexity",
+    "generative_perplexity", "quality_vs_steps", "TokenBlocks", "build_token_file", "write_token_file", "BENCHMARKS",
+    "BenchmarkBlocks", "benchmark_blocks",
 ]
-from .likelihood import real_tokens  # noqa: E402
-from .evaluation import elbo_vs_steps, load_ema_weights, read_elbo_curve  # noqa: E402
-from .generative import GenerativePerplexity, generative_perplexity, quality_vs_steps  # noqa: E402
-
-__all__ += ["real_tokens", "elbo_vs_steps", "load_ema_weights", "read_elbo_curve", "GenerativePerplexity",
-            "generative_perplexity", "quality_vs_steps"]
-from .corpus import TokenBlocks, build_token_file, write_token_file  # noqa: E402
-from .zero_shot import BENCHMARKS, BenchmarkBlocks, benchmark_blocks  # noqa: E402
-
-__all__ += ["TokenBlocks", "build_token_file", "write_token_file", "BENCHMARKS", "BenchmarkBlocks", "benchmark_blocks"]
