@@ -1,6 +1,6 @@
 """k×k multiplication with partial-product chains of thought, in the ICoT-KD release format.
 
-Spec: ``shared/specs/implicit_cot.md`` §2.3 (Deng et al. 2023). Numbers are written least-significant digit
+Deng et al. 2023. Numbers are written least-significant digit
 first with space-separated digits. For ``a * b`` the CoT lists ``a·b_i`` shifted by ``i`` zeros for each digit
 ``b_i`` of ``b``, with running sums ``( S_i )`` after the middle terms; the answer is ``a·b`` reversed and
 zero-padded to ``2k`` digits. The generator is ours: seeded, with disjoint train/valid/test splits, and it

@@ -1,4 +1,4 @@
-"""The mind-reading student and the thought emulator (spec §3.3–3.5 of ``shared/specs/implicit_cot.md``).
+"""The mind-reading student and the thought emulator (Deng et al. 2023, "Implicit Chain of Thought Reasoning via Knowledge Distillation", §3).
 
 * ``MindReadingStudent``: a GPT-2 reading `` {x} E {ans} E``; before block l the stream at the separator is
   replaced by g_l(z_l), an MLP of the teacher's (or emulator's) layer-l state. Loss: answer cross-entropy.

@@ -1,4 +1,4 @@
-"""Teacher states along the "diagonal" (Deng et al. 2023, §3.2 of ``shared/specs/implicit_cot.md``).
+"""Teacher states along the "diagonal" (Deng et al. 2023, §3.2).
 
 Layer l of the explicit-CoT teacher is read at CoT position t_l: with Δ = (s2 − s1)/(L − 1) ("dynamic"),
 t_l = round(s1 + l·Δ) clamped to s2, so the lowest layer reads the separator s1 and the highest the CoT's

@@ -1,4 +1,4 @@
-"""The DDiT score network of SEDD and its EMA (spec §3.4, §3.7, §3.8 of ``shared/specs/sedd.md``).
+"""The DDiT score network of SEDD and its EMA (Lou, Meng & Ermon 2024, §3; reference repo louaaron/Score-Entropy-Discrete-Diffusion, model/).
 
 Follows ``model/transformer.py``, ``model/rotary.py`` and ``model/ema.py`` of louaaron/Score-Entropy-Discrete-Diffusion
 with the same parameter names and shapes, so the published ``louaaron/sedd-small``/``-medium`` weights load unchanged.
