@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 # fairly instead of slowing each other several-fold (benchmarks/bench_threads.py measures it).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: install book book-clean test test-fast check-site chromium gpu bench paper clean
+.PHONY: install book book-clean test test-fast check-site chromium gpu bench paper seeds clean
 
 install: $(STAMP)
 
@@ -61,6 +61,11 @@ gpu: install
 # Every benchmarks/bench_*.py; writes the generated section of benchmarks/RESULTS.md (BENCH_ARGS=--quick: seconds each).
 bench: install
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
+
+# Each chapter's tiny run over seeds 0, 1, 2 (hours on 2 CPU cores; not part of `make book`): writes
+# benchmarks/seeds.json, a dated section of benchmarks/RESULTS.md and the book page book/seeds.md.
+seeds: install
+	$(BIN)/python -m reasoning_lib.seeds $(SEEDS_ARGS)
 
 clean:
 	rm -rf _build

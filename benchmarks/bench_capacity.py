@@ -1,4 +1,5 @@
-"""Question generation and training throughput of the capacity chapters (spec §2.4, §9).
+"""Question generation and training throughput of the capacity chapters (QA text as the reference's
+``train/dataset.py`` builds it; the ``tiny`` preset is sized for 2 CPU cores).
 
 Usage: ``python benchmarks/bench_capacity.py [--preset tiny|paper] [--questions 20000] [--steps 12]``.
 

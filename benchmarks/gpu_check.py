@@ -125,10 +125,41 @@ def bert_case(plan, quick, attention, device):
     return Case(model, lambda: model(input_ids=x, labels=y).loss)
 
 
+def general_distill_case(plan, quick, attention, device):
+    """Chapter 7's general distillation step with DIITO: the frozen BERT-base teacher and the 6-block DistilBERT
+    student copied from it, both on the micro-batch of the plan, under the library's own objective
+    (``distill.general``: MLM + KD + cosine + the interchange-intervention term, three passes of each network)."""
+    import numpy as np
+    from transformers import AutoModelForMaskedLM, BertConfig
+
+    from reasoning_lib.distill import general
+    from reasoning_lib.distill.models import freeze
+
+    config = general.get_config("paper")
+    if quick:
+        bert = BertConfig(vocab_size=512, hidden_size=64, num_hidden_layers=4, num_attention_heads=2,
+                          intermediate_size=128, max_position_embeddings=64)
+        layers, length, micro = (0, 2), 32, 2
+    else:  # bert-base-uncased's config
+        bert, layers, length, micro = BertConfig(), config.student_layers, config.max_length, plan.micro_batch
+    teacher = freeze(AutoModelForMaskedLM.from_config(bert, attn_implementation="sdpa")).to(device)
+    student = general.build_general_student(teacher, layers, config.student_arch, config.copy_head_transform,
+                                            config.freeze_positions, config.dropout).to(device).train()
+    objective = general.make_objective(config, "causal", teacher, len(layers))
+    special = [0, 100, 101, 102, 103]  # bert-base-uncased's [PAD], [UNK], [CLS], [SEP], [MASK]
+    collator = general.MLMCollator(general.masking_probabilities(np.ones(bert.vocab_size), config.mlm_smoothing,
+                                                                 special), 0, 103, config.mlm_probability,
+                                   config.mask_keep_random)
+    ids = lambda: np.array([101, *np.random.randint(104, bert.vocab_size, length - 2), 102])  # noqa: E731
+    batch = {k: v.to(device) for k, v in collator([{"input_ids": ids(), "dual_input_ids": ids()}
+                                                   for _ in range(micro)]).items()}
+    return Case(student, lambda: objective(student, batch))
+
+
 # plan name -> builder; GPT-2 cases are timed with each attention implementation
 CASES = {"ch1_explicit_cot_4x4": gpt2_case, "ch1_explicit_cot_gsm8k": gpt2_case, "ch2_coupled_4x4": coupled_case,
          "ch3_sedd_small_owt": sedd_case, "ch4_dot_4x4": sedd_case, "ch5_capacity_N30000_r17_2M": llama_case,
-         "ch7_teacher": bert_case}
+         "ch7_teacher": bert_case, "ch7_general_causal": general_distill_case}
 GPT2_CASES = {gpt2_case, coupled_case}
 
 

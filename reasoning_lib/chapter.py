@@ -30,11 +30,36 @@ def resolve_output_dir(output_dir: str | os.PathLike) -> Path:
     return path
 
 
-def write_metrics(output_dir: str | os.PathLike, metrics: dict) -> Path:
-    """Write ``output_dir/metrics.json`` (flat ``"method.metric"`` keys, as every chapter reports them)."""
+def write_metrics(output_dir: str | os.PathLike, metrics: dict, num_test: int | dict[str, int] | None = None) -> Path:
+    """Write ``output_dir/metrics.json`` (flat ``"method.metric"`` keys, as every chapter reports them).
+
+    With ``num_test`` (the test problems every accuracy is scored on, or ``{key prefix: count}`` when they differ,
+    e.g. ``{"4x4.": 500}``), each ``*.accuracy`` gets ``*.accuracy_interval``, its 95% Wilson interval, and
+    ``*.accuracy_n``, unless the chapter states them itself."""
+    if num_test is not None:
+        metrics = with_intervals(metrics, num_test)
     path = Path(output_dir) / "metrics.json"
     path.write_text(json.dumps(_finite(metrics), indent=2, sort_keys=True, allow_nan=False) + "\n")
     return path
+
+
+def with_intervals(metrics: dict, num_test: int | dict[str, int]) -> dict:
+    """``metrics`` with a 95% Wilson interval and the count beside every fraction key ending in ``.accuracy``."""
+    from .stats import wilson_interval
+
+    out = dict(metrics)
+    for key, value in metrics.items():
+        if not key.endswith(".accuracy") or not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        n = num_test if isinstance(num_test, int) else next(
+            (count for prefix, count in num_test.items() if key.startswith(prefix)), None)
+        if n is None:
+            raise ValueError(f"write_metrics: no test count for {key!r} in num_test={num_test}: give one for its prefix")
+        if not math.isfinite(value):
+            continue
+        out.setdefault(f"{key}_interval", list(wilson_interval(round(value * n), n)))
+        out.setdefault(f"{key}_n", n)
+    return out
 
 
 def _finite(value):

@@ -1,4 +1,5 @@
-"""Greedy generation, exact-match accuracy and throughput (spec §5 of ``implicit_cot.md``).
+"""Greedy generation, exact-match accuracy and throughput (Deng et al. 2023, Table 2; reference
+``da03/implicit_chain_of_thought``, ``src/generate.py``).
 
 A model reads the prompt `` {x} E`` and generates greedily with the KV cache until it has written
 ``num_separators`` E tokens: 1 for a model that answers directly, 2 for explicit CoT (CoT E answer E).

@@ -2,8 +2,9 @@
 
 The digit tokenizer is a HF ``tokenizers`` word-level model over whitespace-separated symbols, wrapped as a
 ``PreTrainedTokenizerFast`` so it saves and loads next to a model like any hub tokenizer. Its end-of-text
-token plays the role of GPT-2's ``<|endoftext|>`` (question/CoT/answer separator and end of sequence,
-spec §2.2); padding has its own token so a pad is never mistaken for a separator.
+token plays the role of GPT-2's ``<|endoftext|>`` (question/CoT/answer separator and end of sequence, as in
+``src/data.py`` of the reference ``da03/implicit_chain_of_thought``); padding has its own token so a pad is
+never mistaken for a separator.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def _check_tokenizer_folder(name_or_path: str) -> None:
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     """``'digits'`` builds the arithmetic tokenizer; anything else is a local folder or a hub id (``'gpt2'``).
 
-    GPT-2 has no pad token: padding reuses ``<|endoftext|>`` as the reference does (spec §2.2)."""
+    GPT-2 has no pad token: padding reuses ``<|endoftext|>`` as the reference's ``src/data.py`` does."""
     if name_or_path == "digits":
         return build_digit_tokenizer()
     _check_tokenizer_folder(name_or_path)

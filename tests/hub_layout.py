@@ -73,3 +73,70 @@ def add_sedd_small(cache: Path, repo_id: str = "louaaron/sedd-small") -> Path:
         model = SEDD(DDiTConfig.from_reference(config))
         torch.save(model.state_dict(), snapshot / HUB_WEIGHTS)
     return snapshot
+
+
+# Common English words (plus the generated reviews' vocabulary, added below) for the stand-in BERT vocabulary: the
+# generated GLUE sentences and WikiText documents of the tests are written from them, so they tokenise into known
+# word pieces rather than [UNK].
+ENGLISH_WORDS = tuple(dict.fromkeys("""
+the of and to in a is was for on as with by he it at from his an were are which this that be or has had first one
+their its new after but who not they have her she two been other when there all during into school time may years
+more most only over city some world would where later up such used many can state about national out known
+university united then made also than these part second well year american film team season game played river
+album song band music war army king church station road bridge ship village town county north south east west
+district century history group area family life series number three four five six seven eight nine ten early late
+old large small high long great major local public final home people work book story character night day between
+under against through while since before around both each another several like same however because became began
+won lost built released opened moved wrote named called based included given found set held took led served died
+born married considered described recorded produced directed published appeared returned reached continued remained
+received announced completed designed developed established formed located replaced reported started supported
+question answer sentence premise hypothesis whether what how why does did do could should will good bad
+""".split()))
+# The real bert-base-uncased vocabulary's fixed ids: [PAD] 0, [unused0..98] 1-99, [UNK] 100, [CLS] 101, [SEP] 102,
+# [MASK] 103, then [unused99..993] up to 998; characters and word pieces follow.
+BERT_BASE_VOCAB_SIZE = 30_522
+
+
+def bert_base_vocab(words=ENGLISH_WORDS) -> list[str]:
+    """30,522 tokens in bert-base-uncased's id layout: special tokens at their real ids, single characters with their
+    ``##`` continuations, common suffixes, ``words``, then ``[unusedN]`` fillers up to the real size."""
+    import string
+
+    from reasoning_lib.data import reviews
+
+    vocab = ["[PAD]", *(f"[unused{i}]" for i in range(99)), "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+             *(f"[unused{i}]" for i in range(99, 994))]
+    chars = string.punctuation + string.digits + string.ascii_lowercase
+    vocab += [*chars, *(f"##{c}" for c in string.digits + string.ascii_lowercase)]
+    vocab += ["##ed", "##ing", "##ly", "##er", "##es", "##ion"]
+    vocab += [w for w in dict.fromkeys([*words, *reviews.WORDS]) if w not in vocab]
+    filler = 994
+    while len(vocab) < BERT_BASE_VOCAB_SIZE:
+        vocab.append(f"[unused{filler}]")
+        filler += 1
+    return vocab
+
+
+def bert_tokenizer(vocab: list[str]):
+    """A lowercasing BERT WordPiece tokenizer (``[CLS] $A [SEP]``) over ``vocab`` (ids in list order)."""
+    from transformers import BertTokenizer
+
+    tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
+    tokenizer.model_max_length = 512  # bert-base-uncased's tokenizer_config.json
+    return tokenizer
+
+
+def add_bert_base(cache: Path, repo_id: str = "bert-base-uncased") -> Path:
+    """A random-init ``BertForMaskedLM`` at the hub's bert-base-uncased config (``BertConfig()``: vocabulary 30,522,
+    12 blocks of width 768) with a WordPiece tokenizer of exactly 30,522 entries at the real special-token ids."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    snapshot = snapshot_dir(cache, repo_id)
+    if not (snapshot / "config.json").is_file():
+        torch.manual_seed(0)
+        vocab = bert_base_vocab()
+        assert len(vocab) == BERT_BASE_VOCAB_SIZE and len(set(vocab)) == len(vocab)
+        BertForMaskedLM(BertConfig()).save_pretrained(snapshot)  # BertConfig() is the hub's bert-base-uncased
+        bert_tokenizer(vocab).save_pretrained(snapshot)
+    return snapshot

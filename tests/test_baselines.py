@@ -55,6 +55,19 @@ def test_metrics_round_trip_and_relative_output_dirs_start_at_the_book_root(tmp_
         read_metrics(tmp_path)
 
 
+def test_metrics_carry_a_wilson_interval_beside_every_accuracy(tmp_path):
+    write_metrics(tmp_path, {"4x4.dot.accuracy": 0.5, "gsm8k.dot.accuracy": 0.25, "4x4.dot.throughput": 3.0},
+                  num_test={"4x4.": 100, "gsm8k.": 8})
+    metrics = read_metrics(tmp_path)
+    low, high = metrics["4x4.dot.accuracy_interval"]
+    assert 0.40 < low < 0.5 < high < 0.60 and metrics["4x4.dot.accuracy_n"] == 100
+    assert metrics["gsm8k.dot.accuracy_n"] == 8 and "4x4.dot.throughput_interval" not in metrics
+    with pytest.raises(ValueError, match="no test count for 'kd.accuracy'"):
+        write_metrics(tmp_path, {"kd.accuracy": 0.9}, num_test={"4x4.": 100})
+    write_metrics(tmp_path, {"kd.accuracy": 0.9, "kd.accuracy_interval": [0.1, 0.2]}, num_test=10)
+    assert read_metrics(tmp_path)["kd.accuracy_interval"] == [0.1, 0.2], "a chapter's own interval is kept"
+
+
 @pytest.mark.slow
 def test_explicit_cot_learns_two_digit_multiplication_and_no_cot_lags(tmp_path):
     # 2x2 has only 8,100 problems: 6,000 of them, 6 epochs = 563 steps of 64.

@@ -1,4 +1,7 @@
-"""Knowledge capacity: profiles, QA text and labels, held-out 2-hop splits, entropy, capacity, sizing (spec §8)."""
+"""Knowledge capacity: profiles, QA text and labels, held-out 2-hop splits, entropy, capacity, sizing.
+
+Checked against the reference ``EleutherAI/transformer-reasoning``: seeded tables, labels that decode to the answers,
+disjoint held-out sets, exact entropies, C = baseline at L = H and C = E at L = 0, real parameter counts."""
 import math
 
 import numpy as np
@@ -49,7 +52,7 @@ def table(p: Profiles) -> dict:
     return p.to_dataset().to_dict()
 
 
-# ---------------------------------------------------------------- pools and the generator (§2.2, §2.3)
+# ---------------------------------------------------------------- pools and the generator (generate_profiles.py)
 
 def test_synthetic_pools_are_fixed_and_sized(pools):
     assert pools == synthetic_pools()
@@ -82,7 +85,7 @@ def test_same_seed_same_table_other_seed_other_table(pools):
 
 
 @pytest.mark.parametrize("date_mode", ["uniform", "reference"])
-def test_generated_values_respect_the_spec(pools, date_mode):
+def test_generated_values_respect_the_pools_and_date_range(pools, date_mode):
     p = generate_profiles(ProfileConfig(500, 17, date_mode=date_mode), pools, np.random.default_rng(2))
     assert len(set(p.names)) == 500, "names must be unique"
     assert p.relations.min() >= 0 and p.relations.max() < 500
@@ -148,9 +151,9 @@ def test_dataset_schema_and_disk_round_trip(profiles, tmp_path):
     assert again.config == profiles.config and again.pools == profiles.pools
 
 
-# ---------------------------------------------------------------- questions, tokenizer, labels (§2.4)
+# ---------------------------------------------------------------- questions, tokenizer, labels (train/dataset.py)
 
-def test_templates_follow_the_spec(profiles):
+def test_templates_follow_the_reference_wording(profiles):
     q = QuestionBatch(np.array([3, 3, 3]), np.array([-1, 2, -1]), np.array([4 + 2, 0, 0]))
     texts, answers = questions_to_text(profiles, q)
     name = profiles.names[3]
@@ -227,7 +230,7 @@ def test_hop_mix_follows_hop_ratio(profiles):
     assert abs((q.relation < 0).mean() - 1 / 11) < 0.01
 
 
-# ---------------------------------------------------------------- held-out 2-hop splits (§2.5)
+# ---------------------------------------------------------------- held-out 2-hop splits (train/dataset.py)
 
 def held_out_parts(split, p, r, a):
     """Which raw held-out definitions a tuple touches (independent of TwoHopSplit.category)."""
@@ -289,7 +292,7 @@ def test_each_eval_mode_yields_its_own_questions(split):
     assert np.array_equal(again.person, modes["eval_second_people"].person)
 
 
-# ---------------------------------------------------------------- entropy (§3.2-3.4)
+# ---------------------------------------------------------------- entropy (measure_entropy.py)
 
 @pytest.fixture(scope="module")
 def hand_profiles(pools):
@@ -357,7 +360,7 @@ def test_generating_entropies_use_the_pools(profiles, pools):
         dataset_entropy(profiles, scheme="best")
 
 
-# ---------------------------------------------------------------- capacity (§3.5)
+# ---------------------------------------------------------------- capacity (measure_capacity.py)
 
 @pytest.mark.parametrize("scheme", ["optimal", "2-hop-big-hash", "2-hop-double", "independent"])
 @pytest.mark.parametrize("hops", [1, 2])
@@ -426,11 +429,11 @@ def test_two_hop_double_multiplier_is_not_sticky(hand_profiles):
     assert [m[s] for s in ATTRIBUTES] == [1, 1, 1, 1] and m["parent"] == m["worst_enemy"] == 2
 
 
-# ---------------------------------------------------------------- sizing (§3.6)
+# ---------------------------------------------------------------- sizing (train_utils.py)
 
 @pytest.mark.parametrize("budget,layers,hidden,real", [
     (500_000, 4, 48, 0.44e6), (1_000_000, 4, 112, 1.48e6), (2_000_000, 12, 96, 2.35e6), (10_000_000, 4, 448, 15.5e6)])
-def test_reference_rule_matches_the_spec_table(budget, layers, hidden, real):
+def test_reference_rule_matches_the_reference_size_table(budget, layers, hidden, real):
     config = llama_config_for_budget(budget, layers, vocab_size=3000)
     assert config.hidden_size == hidden and config.num_attention_heads == hidden // 16
     assert config.intermediate_size == 4 * hidden
@@ -459,7 +462,7 @@ def test_sizing_errors_are_named():
     assert count_llama_parameters(3000, 112, 448, 4) == 2 * 3000 * 112 + 4 * (16 * 112**2 + 2 * 112) + 112
 
 
-# ---------------------------------------------------------------- losses and a tiny training run (§3.1)
+# ---------------------------------------------------------------- losses and a tiny training run (train_utils.py)
 
 def test_question_losses_sum_the_answer_tokens(profiles, tokenizer, encoder):
     torch.manual_seed(0)

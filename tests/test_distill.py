@@ -1,4 +1,5 @@
-"""Causal distillation (DIITO): the intervention invariants of spec §8, the losses, the task and the runs."""
+"""Causal distillation (DIITO, Wu et al. 2022): interchange interventions (identity swap, locality, full swap),
+the losses, the task and the runs."""
 import random
 import re
 
@@ -247,7 +248,8 @@ def test_a_three_label_teacher_and_student_reload_on_a_rerun(tmp_path):
 
 @pytest.mark.slow
 def test_teacher_learns_the_task_and_students_distil_it(tmp_path):
-    config = D.get_config("tiny", num_test=300, student_epochs=2, teacher_epochs=8,  # 4 epochs stalled on one CPU type
+    # 750 teacher steps (4 epochs of 10,000 stalled on one CPU type; 8 epochs of 3,000 did not)
+    config = D.get_config("tiny", num_train=3000, num_test=300, student_epochs=2, teacher_epochs=8,
                           train_sizes=(1000,), min_student_steps=60, eval_pairs=200)
     torch.manual_seed(0)
     tokenizer, train, test = D.prepare_data(config, seed=0)

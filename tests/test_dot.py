@@ -1,4 +1,6 @@
-"""Diffusion of Thoughts: layout, thoughts, scoring, votes, the fixed question, the DoT-MP loop (spec §8)."""
+"""Diffusion of Thoughts (Ye et al. 2024, §3): layout, thoughts, scoring, votes, the fixed question, the DoT-MP loop.
+
+The question is never noised, costs zero loss and never changes in sampling; T steps cost T + 1 network calls."""
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

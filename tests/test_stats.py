@@ -3,7 +3,8 @@ import random
 
 import pytest
 
-from reasoning_lib.stats import format_fraction, fraction_with_interval, wilson_interval
+from reasoning_lib.stats import (Z95, compare_paired, format_fraction, fraction_with_interval, paired_difference,
+                                 paired_difference_interval, wilson_interval)
 
 
 def test_known_values():
@@ -34,3 +35,49 @@ def test_bad_counts_are_refused():
 def test_formats():
     assert fraction_with_interval(1, 4)["value"] == 0.25
     assert format_fraction(9, 64).startswith("14% (")
+
+
+def _correlated_pairs(rng, n, p_a, p_b, shared):
+    """Two methods' scores on n problems: with probability ``shared`` a problem's outcome is the same draw for both."""
+    a, b = [], []
+    for _ in range(n):
+        u = rng.random()
+        if rng.random() < shared:
+            a.append(u < p_a), b.append(u < p_b)
+        else:
+            a.append(u < p_a), b.append(rng.random() < p_b)
+    return a, b
+
+
+def test_paired_difference_covers_the_true_difference():
+    # outcomes shared on 70% of problems (the true difference of marginals is p_a - p_b either way)
+    rng = random.Random(1)
+    hits, trials = 0, 1500
+    for _ in range(trials):
+        a, b = _correlated_pairs(rng, 200, 0.7, 0.6, shared=0.7)
+        _, low, high = paired_difference_interval(a, b)
+        hits += low <= 0.1 <= high
+    assert 0.93 <= hits / trials <= 0.975
+
+
+def test_pairing_narrows_the_interval_and_is_antisymmetric():
+    rng = random.Random(2)
+    a, b = _correlated_pairs(rng, 300, 0.8, 0.74, shared=0.9)
+    difference, low, high = paired_difference_interval(a, b)
+    reverse = paired_difference_interval(b, a)
+    assert reverse == pytest.approx((-difference, -high, -low))
+    # unpaired: the same marginals on independent problems give a wider interval
+    unpaired_width = 2 * Z95 * ((sum(a) / 300 * (1 - sum(a) / 300) + sum(b) / 300 * (1 - sum(b) / 300)) / 300) ** 0.5
+    assert high - low < 0.7 * unpaired_width
+    same = paired_difference_interval(a, a)
+    assert same[0] == 0 and same[1] <= 0 <= same[2] and same[2] - same[1] < 0.03  # phi < 1 by its continuity correction
+
+
+def test_compare_paired_words_the_verdict():
+    apart = [True] * 90 + [False] * 10, [True] * 40 + [False] * 60
+    assert compare_paired(*apart).endswith(": apart")
+    close = [True] * 50 + [False] * 50, [True] * 49 + [False] * 51
+    assert compare_paired(*close).endswith("not distinguishable at this test size")
+    assert paired_difference(*apart)["apart"] is True and paired_difference(*close)["n"] == 100
+    with pytest.raises(ValueError, match="same non-empty problems"):
+        paired_difference_interval([True], [True, False])

@@ -36,7 +36,7 @@ def test_hub_tokenizer_offline_gives_a_clear_error():
 
 
 @pytest.mark.parametrize("fmt", ["only", "nocot", "cot", "all"])
-def test_separator_and_labels_follow_the_spec(digit_tokenizer, examples, fmt):
+def test_separator_and_labels_follow_the_reference_format(digit_tokenizer, examples, fmt):
     eos = digit_tokenizer.eos_token_id
     for encoded in encode_examples(digit_tokenizer, examples, fmt):
         assert encoded.input_ids[encoded.sep] == eos
@@ -77,7 +77,8 @@ def test_collate_pads_right_with_pad_and_ignore(digit_tokenizer):
 
 
 def test_gpt2_pieces_match_whole_string_tokenization(shared_file):
-    """Spec §2.2 with the real GPT-2 tokenizer (runs only where it is cached locally: nothing is downloaded)."""
+    """The implicit-CoT reference's ``src/data.py`` sequences with the real GPT-2 tokenizer (runs only where it is
+    cached locally: nothing is downloaded)."""
     from transformers import AutoTokenizer
 
     from reasoning_lib.data import read_examples

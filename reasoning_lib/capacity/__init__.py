@@ -7,7 +7,7 @@ assembly, the torch dataset), ``tokenizer`` (byte-level BPE), ``sizing`` (Llama 
 ``entropy`` (dataset entropy and capacity formulas), ``losses`` (per-answer losses of a model), ``stream``
 (the training stream: whole QAs, fresh per chunk-epoch, bounded memory), ``report`` (capacity under every
 reported scheme, its checkpoint schedule, convergence over a fixed window) and ``sweep`` (worlds x model sizes,
-which runs are capacity-bound). Probes (§3.7) live in ``reasoning_lib.probes``.
+which runs are capacity-bound). Probes (the reference's ``train/train_probe.py``) live in ``reasoning_lib.probes``.
 """
 from .entropy import (LAW_BITS_PER_PARAM, Capacity, EntropyBudget, birth_date_entropy, capacity_2_1_hop,
                       capacity_from_losses, capacity_from_mean_loss, dataset_entropy, entropy_budget, log2_binomial,

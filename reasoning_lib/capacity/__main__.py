@@ -4,6 +4,7 @@
     python -m reasoning_lib.capacity --preset paper --world N30000-r17 --size 4   # one run of the paper sweep
     python -m reasoning_lib.capacity --preset paper --size 4      # size 4 on every world, one after another
     python -m reasoning_lib.capacity --preset tiny --multihop     # chapter 06's 1-hop + 2-hop model
+    torchrun --nproc_per_node=2 -m reasoning_lib.capacity --preset paper --dry-run   # the paper path on a CPU
 
 Chapter 5's presets are sweeps over worlds (N people, R relations; ``presets.SWEEPS``): ``--world`` picks one by
 index or label (default: all). Outputs go where the chapters look (``outputs/05_knowledge_capacity``, one folder
@@ -41,14 +42,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--world", default="all", help="a world of the sweep: index, label (N10000-r17) or 'all'")
     parser.add_argument("--multihop", action="store_true", help="train chapter 06's model instead of the sweep")
     parser.add_argument("--max-steps", type=int, default=None, help="override the preset's training length")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --preset paper: the published shapes for a few steps on one world (a CPU check)")
     parser.add_argument("--output-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     overrides = {"max_steps": args.max_steps} if args.max_steps is not None else {}  # 0 too: refused by name
     # settings first: a bad one is refused before any folder is made
-    config = get_multihop_config(args.preset, **overrides) if args.multihop else None
-    sweep = None if args.multihop else get_sweep(args.preset, **overrides)
+    config = get_multihop_config(args.preset, args.dry_run, **overrides) if args.multihop else None
+    sweep = None if args.multihop else get_sweep(args.preset, args.dry_run, **overrides)
     out = resolve_output_dir(args.output_dir or OUTPUT_DIRS[args.multihop])
     if args.multihop:
         jobs = [(config, size, (lambda size=size: train_size(config, size, out, args.seed, args.device)))

@@ -1,22 +1,26 @@
-"""Dataset entropy and knowledge capacity in bits (spec §3.2-3.5; reference ``evaluation/measure_capacity.py``).
+"""Dataset entropy and knowledge capacity in bits (Allen-Zhu & Li 2024; reference ``evaluation/measure_entropy.py``
+and ``evaluation/measure_capacity.py`` of ``EleutherAI/transformer-reasoning``).
 
-Per-answer entropy H_s (§3.2) under a ``support``:
+Per-answer entropy H_s (the reference's ``calculate_entropy``) under a ``support``:
 * ``'generating'`` (default): the distribution the generator drew from: log2|pool| for city/university/employer,
   log2 N for a uniform relation, and the Shannon entropy of the birth-date distribution;
 * ``'observed'`` (reference parity): log2|V_s|, the distinct values present (≈ log2 N − 0.66 for relations).
 Per-answer ``scheme``: ``optimal``, ``2-hop-big-hash`` and ``2-hop-double`` use H_s as above; ``independent``
 codes a relation's answer as independent name parts, log2(|F|·|M|·|L|), and a birth date as log2 D.
 
-Set-selection costs (§3.3), charged once: names with M name-part combinations, ``optimal`` N·log2 M − N·log2 N
-(the reference's approximation of log2 C(M, N), without its N·log2 e term), ``exact`` log2 C(M, N) (added
-here), ``enumerate`` N·log2 M, ``independent`` 0; birth dates S_bd = log2 C(D, n_bd) (0 for ``independent``).
+Set-selection costs (``calculate_selection_entropy``), charged once: names with M name-part combinations,
+``optimal`` N·log2 M − N·log2 N (the reference's approximation of log2 C(M, N), without its N·log2 e term),
+``exact`` log2 C(M, N) (added here), ``enumerate`` N·log2 M, ``independent`` 0; birth dates
+S_bd = log2 C(D, n_bd) (0 for ``independent``).
 
-Dataset entropy (§3.4): E = N·Σ_s m_s·H_s + S_name + S_bd, where m_s is the capacity multiplier (1 for 1-hop;
-R for every subject under 2-hop-big-hash; 2 for relations and 1 for attributes under 2-hop-double).
+Dataset entropy (the capacity of a model with every loss 0): E = N·Σ_s m_s·H_s + S_name + S_bd, where m_s is
+the capacity multiplier (1 for 1-hop; R for every subject under 2-hop-big-hash; 2 for relations and 1 for
+attributes under 2-hop-double).
 
-Capacity (§3.5), from per-answer losses L_s in bits: per subject C_s = m_s·N·(H_s − L_s) plus the subject's share
-of the selection cost (S_name/R per relation, S_bd for birth_date) when H_s > L_s, else that share minus
-N·(L_s − H_s) (divided by R for a relation, as in the spec and reference: (S_name − N·(L_r − H_r))/R);
+Capacity (``calculate_capacities``), from per-answer losses L_s in bits: per subject C_s = m_s·N·(H_s − L_s)
+plus the subject's share of the selection cost (S_name/R per relation, S_bd for birth_date) when H_s > L_s,
+else that share minus N·(L_s − H_s) (divided by R for a relation, as in the reference:
+(S_name − N·(L_r − H_r))/R);
 ``incremental`` drops the selection terms and clips each C_s at 0. Average path, with the mean loss L̄ over
 K = |S| subjects: C = m·N·(ΣH − K·L̄) + S_name + S_bd if ΣH > K·L̄, else S_name + S_bd − N·(K·L̄ − ΣH).
 
@@ -24,7 +28,7 @@ A budget may cover a subset of the subjects (:meth:`EntropyBudget.restricted`): 
 never end in the held-out second attribute, so, as the reference does for such evaluations, only the subjects
 with a loss count, and the name-selection cost is shared among the relations that remain.
 
-Deviations from the reference (spec §7): the 2-hop-double multiplier is per subject (the reference's becomes
+Deliberate deviations from the reference: the 2-hop-double multiplier is per subject (the reference's becomes
 "sticky" after a relation); the average path honours ``incremental``; under ``'generating'`` support S_bd is 0,
 because each birth date is then charged its full generating entropy, so knowing the set of dates adds nothing
 (S_name stays: a relation's answer is one of the N names, log2 N bits, only given the name set); a generating
@@ -47,7 +51,7 @@ SCHEMES = ("optimal", "2-hop-big-hash", "2-hop-double", "independent")
 SELECTIONS = ("optimal", "exact", "enumerate", "independent")
 SUPPORTS = ("generating", "observed")
 LN2 = math.log(2)
-REFERENCE_DATE_VALUES = 73_048  # days from 1900-01-01 to 2099-12-31 (spec §2.3)
+REFERENCE_DATE_VALUES = 73_048  # days from 1900-01-01 to 2099-12-31 (reference ``generate_profiles.py``)
 LAW_BITS_PER_PARAM = 2.0  # Allen-Zhu & Li (2024): at most ≈2 bits of knowledge per parameter
 PATHS = ("subjectwise", "average")  # the reference's --subjectwise path and its default average path
 
@@ -86,7 +90,7 @@ def _need(profiles: Profiles, what: str) -> None:
 
 
 def name_space_size(profiles: Profiles, support: str = "generating") -> int:
-    """M = |first|·|middle|·|last| name parts, from the pools or distinct over all N names (§3.3)."""
+    """M = |first|·|middle|·|last| name parts, from the pools or distinct over all N names."""
     check_choice("support", support, SUPPORTS)
     if support == "generating":
         _need(profiles, "the name space")
@@ -95,12 +99,13 @@ def name_space_size(profiles: Profiles, support: str = "generating") -> int:
 
 
 def date_space_size(profiles: Profiles) -> int:
-    """D of §3.3: from the profile config, else the reference's 73,048 days (hub sets were made by the reference)."""
+    """D, the number of possible dates: from the profile config, else the reference's 73,048 days (hub sets were
+    made by the reference)."""
     return profiles.config.num_date_values if profiles.config else REFERENCE_DATE_VALUES
 
 
 def subject_entropies(profiles: Profiles, scheme: str = "optimal", support: str = "generating") -> dict[str, float]:
-    """H_s in bits for every subject (spec §3.2)."""
+    """H_s in bits for every subject (the reference's ``calculate_entropy``, or generating sizes)."""
     check_choice("scheme", scheme, SCHEMES)
     check_choice("support", support, SUPPORTS)
     n, bits = profiles.num_people, {}
@@ -127,7 +132,7 @@ def subject_entropies(profiles: Profiles, scheme: str = "optimal", support: str 
 
 
 def name_selection_bits(num_people: int, name_space: int, selection: str = "optimal") -> float:
-    """S_name (§3.3) for N distinct names out of M = ``name_space``."""
+    """S_name (the reference's ``calculate_selection_entropy``) for N distinct names out of M = ``name_space``."""
     check_choice("selection", selection, SELECTIONS)
     if num_people > name_space:
         raise ValueError(f"num_people={num_people} distinct names cannot come from name_space={name_space}")
@@ -142,7 +147,7 @@ def name_selection_bits(num_people: int, name_space: int, selection: str = "opti
 
 
 def birth_date_selection_bits(num_date_values: int, num_distinct_dates: int, selection: str = "optimal") -> float:
-    """S_bd = log2 C(D, n_bd) (§3.3); 0 for ``independent``."""
+    """S_bd = log2 C(D, n_bd), as the reference's ``calculate_selection_entropy``; 0 for ``independent``."""
     check_choice("selection", selection, SELECTIONS)
     return 0.0 if selection == "independent" else log2_binomial(num_date_values, num_distinct_dates)
 
@@ -162,7 +167,7 @@ class EntropyBudget:
 
     @property
     def baseline_bits(self) -> float:
-        """S_name + S_bd: the credit for a model that learned only the sets (§3.3); a :meth:`restricted` budget
+        """S_name + S_bd: the credit for a model that learned only the sets; a :meth:`restricted` budget
         counts S_name only with a relation among its subjects and S_bd only with the birth date."""
         names = self.name_selection_bits if self.present_relations else 0.0
         return names + (self.birth_date_selection_bits if "birth_date" in self.subject_bits else 0.0)
@@ -182,7 +187,7 @@ class EntropyBudget:
         return dataclasses.replace(self, subject_bits={s: self.subject_bits[s] for s in keep})
 
     def multipliers(self, hops: int = 1) -> dict[str, int]:
-        """m_s: how many times each subject's facts count (§3.5)."""
+        """m_s: how many times each subject's facts count (the reference's ``calculate_capacities``)."""
         check_choice("hops", hops, (1, 2))
         relations = set(self.relation_names)
         if hops == 2 and self.scheme == "2-hop-big-hash":
@@ -192,14 +197,14 @@ class EntropyBudget:
         return {s: 1 for s in self.subject_bits}
 
     def dataset_bits(self, hops: int = 1) -> float:
-        """E = N·Σ_s m_s·H_s + S_name + S_bd (§3.4): E₁ for hops=1, E₂ under 2-hop-big-hash for hops=2."""
+        """E = N·Σ_s m_s·H_s + S_name + S_bd: E₁ for hops=1, E₂ under 2-hop-big-hash for hops=2."""
         m = self.multipliers(hops)
         return self.num_people * sum(m[s] * h for s, h in self.subject_bits.items()) + self.baseline_bits
 
 
 def entropy_budget(profiles: Profiles, scheme: str = "optimal", selection: str = "optimal",
                    support: str = "generating") -> EntropyBudget:
-    """H_s and selection costs of a profile table under the named schemes (§3.2-3.3)."""
+    """H_s and selection costs of a profile table under the named schemes."""
     check_choice("selection", selection, SELECTIONS)
     bits = subject_entropies(profiles, scheme, support)
     s_name = name_selection_bits(profiles.num_people, name_space_size(profiles, support), selection)
@@ -212,7 +217,7 @@ def entropy_budget(profiles: Profiles, scheme: str = "optimal", selection: str =
 
 def dataset_entropy(profiles: Profiles, hops: int = 1, scheme: str = "optimal", selection: str = "optimal",
                     support: str = "generating") -> float:
-    """Dataset entropy in bits (§3.4); pass ``scheme='2-hop-big-hash'`` with ``hops=2`` for E₂."""
+    """Dataset entropy in bits; pass ``scheme='2-hop-big-hash'`` with ``hops=2`` for E₂."""
     return entropy_budget(profiles, scheme, selection, support).dataset_bits(hops)
 
 
@@ -232,7 +237,7 @@ class Capacity:
 
 
 def per_hop_loss(loss_bits: float, entropy_bits: float) -> float:
-    """2-hop-double (§3.5): the per-hop loss L′ = −log2 p_x, where p_x² + (1 − p_x)/n = 2^−L and n = 2^H; ≤ H."""
+    """2-hop-double: the per-hop loss L′ = −log2 p_x, where p_x² + (1 − p_x)/n = 2^−L and n = 2^H; ≤ H."""
     p_y, inv_n = 2.0 ** -loss_bits, 2.0 ** -entropy_bits
     discriminant = inv_n * inv_n - 4.0 * (inv_n - p_y)
     if discriminant < 0:  # worse than a uniform guess
@@ -252,7 +257,7 @@ def _check_losses(budget: EntropyBudget, losses_bits: Mapping[str, float]) -> No
 
 def capacity_from_losses(budget: EntropyBudget, losses_bits: Mapping[str, float], hops: int = 1,
                          incremental: bool = False, num_parameters: int | None = None) -> Capacity:
-    """Per-subject capacity (§3.5, ``--subjectwise``) from mean per-answer losses in **bits**."""
+    """Per-subject capacity (the reference's ``--subjectwise`` path) from mean per-answer losses in **bits**."""
     _check_losses(budget, losses_bits)
     n, m = budget.num_people, budget.multipliers(hops)
     relations = budget.present_relations  # the name set is shared among the relations that are subjects here
@@ -278,7 +283,7 @@ def capacity_from_losses(budget: EntropyBudget, losses_bits: Mapping[str, float]
 
 def capacity_from_mean_loss(budget: EntropyBudget, mean_loss_bits: float, hops: int = 1, incremental: bool = False,
                             num_parameters: int | None = None) -> Capacity:
-    """Average path (§3.5, the reference default) from the mean per-answer loss over all K subjects, in bits."""
+    """Average path (the reference default) from the mean per-answer loss over all K subjects, in bits."""
     if budget.scheme == "2-hop-double":
         raise ValueError("scheme='2-hop-double' converts losses per subject: use capacity_from_losses")
     if not (math.isfinite(mean_loss_bits) and mean_loss_bits >= 0):
@@ -304,7 +309,8 @@ def mean_subject_loss(budget: EntropyBudget, losses_bits: Mapping[str, float]) -
 def capacity_2_1_hop(budget: EntropyBudget, two_hop_losses_bits: Mapping[str, float],
                      one_hop_losses_bits: Mapping[str, float], num_parameters: int | None = None,
                      path: str = "subjectwise") -> Capacity:
-    """"2.1-hop" (§3.5): 2-hop capacity plus the incremental capacity of the same checkpoint's 1-hop losses.
+    """"2.1-hop" (as the reference's ``measure_capacity.py`` defines it): 2-hop capacity plus the incremental
+    capacity of the same checkpoint's 1-hop losses.
 
     ``path='average'`` uses the average path for both parts (mean losses over the budget's subjects)."""
     check_choice("path", path, PATHS)

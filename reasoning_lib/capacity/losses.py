@@ -1,4 +1,5 @@
-"""Per-question answer losses of a causal LM (spec §3.1): the input to capacity (§3.5).
+"""Per-question answer losses of a causal LM (reference ``train/train_utils.py``, ``evaluate_single_model``): the
+input to capacity (:mod:`.entropy`).
 
 A question's loss is the **sum** of the cross-entropies of its answer tokens (nats per answer, not per token),
 converted to bits. The reference gets the same quantity as mean token CE × answer tokens, over packed sequences

@@ -1,4 +1,5 @@
-"""Figures and tables of the capacity chapters (spec §3.5 plots; §2.5 eval modes).
+"""Figures and tables of the capacity chapters (the plots of the reference's ``evaluation/plot_capacity.py``; the
+eval splits of its ``train/dataset.py``).
 
 Capacity against real parameter count on log-log axes with the 2 bits/parameter law and the dataset-entropy
 ceiling (the most any model can be credited with), one line per world (N, R) of a sweep; per-subject capacity
@@ -124,7 +125,7 @@ def subject_capacity_bars(rows: Sequence[Mapping], title: str = "Where the bits 
 
 def split_losses(per_model: Mapping[str, Mapping[str, Mapping]], title: str = "Answer loss per eval split",
                  metric: str = "loss_bits") -> go.Figure:
-    """Bars per eval split (§2.5), one group per model: ``per_model[label][mode] = {loss_bits, accuracy, hops}``.
+    """Bars per eval split, one group per model: ``per_model[label][mode] = {loss_bits, accuracy, hops}``.
 
     Splits follow the reference's order (1-hop first); 1-hop splits are drawn solid, 2-hop splits hatched."""
     fig = go.Figure()

@@ -1,12 +1,12 @@
-"""Value pools of the synthetic world (spec §2.2): explicit, sized, offline lists of names and attribute values.
+"""Value pools of the synthetic world: explicit, sized, offline lists of names and attribute values.
 
 The reference clones NameDatabases at run time (5,163 first and 88,799 last names) and reads hand-made town,
 university and employer files. The project never downloads: the default pools are read from the ``faker``
 package's provider lists (its data only, never its weighted random sampler), and a synthetic-syllable pool serves
 tests and machines without faker. Pools are de-duplicated and the generator samples them uniformly with its own
-numpy RNG, so log2|pool| is the exact per-answer entropy (spec §3.2).
+numpy RNG, so log2|pool| is the exact per-answer entropy (see :mod:`.entropy`).
 
-Every value must tokenise the same inside any template (spec §2.4): single spaces, nothing around it, and a
+Every value must tokenise the same inside any question template: single spaces, nothing around it, and a
 letter or digit at both ends, so a byte-level BPE never merges it with the ``'s``, ``?`` or ``:`` next to it.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from ..config import check_choice, check_positive
 
 POOL_FIELDS = ("first_names", "last_names", "cities", "universities", "employers")
-# The pool that each string attribute is drawn from (birth_date has no pool: it is a calendar grid, §2.3).
+# The pool that each string attribute is drawn from (birth_date has no pool: it is a calendar grid).
 ATTRIBUTE_POOLS = {"birth_city": "cities", "university": "universities", "employer": "employers"}
 SOURCES = ("faker", "synthetic")
 _FORBIDDEN = ("?", "<|", "\n")
@@ -30,7 +30,7 @@ _POOL_SEED = 20240530
 
 @dataclass(frozen=True)
 class ValuePools:
-    """De-duplicated value lists; first and middle names share ``first_names`` (spec §2.1)."""
+    """De-duplicated value lists; first and middle names share ``first_names``, as in the reference."""
 
     first_names: tuple[str, ...]
     last_names: tuple[str, ...]
@@ -166,7 +166,7 @@ def synthetic_pools(
     num_universities: int = 10,
     num_employers: int = 10,
 ) -> ValuePools:
-    """Made-up syllable names and places (spec §9 sizes by default); the same lists every call."""
+    """Made-up syllable names and places (by default small pools sized for CPU runs); the same lists every call."""
     rng = np.random.default_rng(_POOL_SEED)
     first = _syllable_words(num_first_names, 2, rng)
     last = _syllable_words(num_last_names, 3, rng)

@@ -1,9 +1,9 @@
 """Settings of the knowledge-capacity chapters (05 capacity sweep, 06 multi-hop probes).
 
-One frozen dataclass, :class:`CapacityConfig`, holds the world (spec §2.1-2.3), the QA text (§2.4), the model
-grid (§3.6), training (§4), evaluation (§2.5, §3.1), the capacity scheme (§3.2-3.5) and the probes (§3.7).
-``PRESETS`` are the capacity sweeps of chapter 05, ``MULTIHOP_PRESETS`` the single 1-hop + 2-hop model of
-chapter 06: ``smoke`` (seconds, CI), ``tiny`` (spec §9, 2 CPU cores, minutes), ``paper`` (spec §4/§6, GPU).
+One frozen dataclass, :class:`CapacityConfig`, holds the world, the QA text, the model grid, training,
+evaluation, the capacity scheme and the probes. ``PRESETS`` are the capacity sweeps of chapter 05,
+``MULTIHOP_PRESETS`` the single 1-hop + 2-hop model of chapter 06: ``smoke`` (seconds, CI), ``tiny`` (sizes
+chosen for 2 CPU cores, minutes), ``paper`` (the reference's training defaults and worlds, GPU).
 
 :class:`CapacitySweep` crosses one config's model grid with several worlds (N people, R relations), as
 ``experiment_specs/1_hop_scaling.yaml`` of ``EleutherAI/transformer-reasoning`` measures 1-hop capacity over N
@@ -41,12 +41,13 @@ EVAL_FIELDS = ("eval_people", "eval_per_mode", "scheme", "selection", "support",
 class CapacityConfig:
     """World, text, model grid, training, evaluation, capacity scheme and probes of one run."""
 
-    # world (spec §2.1-2.3): N people, 4 or 17 relations, offline pools, birth years (dates: years x 12 x 28)
+    # world (reference ``generate_profiles.py``): N people, 4 or 17 relations, offline pools, birth years
+    # (dates: years x 12 x 28)
     num_people: int = 300
     num_relations: int = 4
-    pools: str = "synthetic"  # 'synthetic' (spec §9 sizes) or 'faker'
+    pools: str = "synthetic"  # 'synthetic' (small pools sized for CPU runs) or 'faker'
     num_years: int = 1
-    # text (§2.4): tokenizer, hop mix (weights hop_ratio**-i over orders), packing
+    # text (reference ``train/dataset.py``): tokenizer, hop mix (weights hop_ratio**-i over orders), packing
     vocab_size: int = 600
     tokenizer_texts: int = 20_000
     orders: tuple[int, ...] = (1,)
@@ -58,11 +59,11 @@ class CapacityConfig:
     # training sequences are drawn afresh in chunk-epochs of this many sequences (rounded up to whole steps):
     # the shared loop then permutes only a chunk, so the data order costs 8 bytes x chunk, not x every sequence
     stream_chunk: int = 1 << 20
-    # models (§3.6): one model per entry of model_sizes
+    # models (reference ``train/train_utils.py``): one model per entry of model_sizes
     sizing: str = "width"
     model_sizes: tuple[int, ...] = (32, 48, 64, 96)
     num_hidden_layers: int = 2
-    # training (§4); batch_size counts sequences per optimizer step over all processes
+    # training; batch_size counts sequences per optimizer step over all processes
     max_steps: int = 1000
     batch_size: int = 32
     lr: float = 1e-2
@@ -70,7 +71,8 @@ class CapacityConfig:
     weight_decay: float = 0.1
     warmup_steps: int = 50
     schedule: str = "wsd"  # warm-up, constant, linear decay over the last 20%: a constant run with a settled end
-    # evaluation (§2.5, §3.1): 1-hop losses over every subject of eval_people people (None: all N people)
+    # evaluation (the reference's eval modes and per-answer loss): 1-hop losses over every subject of
+    # eval_people people (None: all N people)
     eval_people: int | None = None
     eval_per_mode: int = 400  # questions per 2-hop eval mode, and per subject for the 2-hop capacity
     # capacity is evaluated during training at 10 log-spaced steps up to eval_every, then every eval_every steps
@@ -78,7 +80,7 @@ class CapacityConfig:
     eval_every: int | None = None
     heldout_fraction: float = 0.1
     specific_fraction: float = 0.02
-    # capacity (§3.2-3.5) and the convergence rule (report.window_convergence): converged when, over the last
+    # capacity (:mod:`.entropy`) and the convergence rule (report.window_convergence): converged when, over the last
     # converge_window steps before any learning-rate decay (a fixed number of steps, not a share of the run), the
     # fitted loss slope moves the loss by less than converge_tolerance of its mean; a shorter run is not converged
     scheme: str = "optimal"
@@ -86,7 +88,8 @@ class CapacityConfig:
     support: str = "generating"
     converge_tolerance: float = 0.05
     converge_window: int = 2000
-    # probes (§3.7): rows (2-hop questions), L2 candidates (one value skips cross-validation), pooling per group
+    # probes (reference ``train/train_probe.py``): rows (2-hop questions), L2 candidates (one value skips
+    # cross-validation), pooling per group
     probe_rows: int = 2000
     probe_penalties: tuple[float, ...] = (1e-3,)
     probe_max_iter: int = 200
@@ -138,7 +141,7 @@ class CapacityConfig:
 
     @property
     def one_hop_fraction(self) -> float:
-        """P(1-hop) of a training question under the hop weights hop_ratio**-i (spec §2.4)."""
+        """P(1-hop) of a training question under the hop weights hop_ratio**-i (reference ``train/dataset.py``)."""
         if 1 not in self.orders:
             return 0.0
         weights = [self.hop_ratio ** -i for i in range(len(self.orders))]
@@ -173,7 +176,7 @@ class CapacityConfig:
         return f"{prefix}{self.model_sizes[size]}-L{self.num_hidden_layers}{hops}"
 
     def model_config(self, size: int, tokenizer) -> LlamaConfig:
-        """The Llama of grid entry ``size`` for ``tokenizer``'s vocabulary and special ids (spec §3.6)."""
+        """The Llama of grid entry ``size`` for ``tokenizer``'s vocabulary and special ids (:mod:`.sizing`)."""
         self.check_size(size)
         value = self.model_sizes[size]
         if self.sizing == "width":
@@ -212,11 +215,12 @@ PRESETS = {
                             num_hidden_layers=1, qas_per_sequence=4, max_steps=30, batch_size=8, lr=1e-2,
                             lr_base_width=None, warmup_steps=3, eval_per_mode=32, probe_rows=120, probe_max_iter=30,
                             eval_every=10, converge_window=10),
-    # Spec §9 at the large end: N = 1,000, r4, synthetic pools, one year of dates (E₁ = 6.5e4 bits), Llama L = 2
-    # with d in {16, 32, 48, 64} (27k-200k parameters with the 600-token BPE), 8,000 steps x 256 QAs = 256
-    # exposures per 1-hop fact, lr 1e-2 at d = 32 scaled by 32/d. N = 300 (1.8e4 bits) left every size
-    # data-bound; at 96 exposures every size was far below its capacity (RESULTS.md). Measured, one thread per
-    # size, two or three sizes at a time on 2 cores: 20, 25, 34 and 40 minutes, about an hour in all.
+    # A world at the large end of what 2 CPU cores train in minutes: N = 1,000, r4, synthetic pools, one year of
+    # dates (E₁ = 6.5e4 bits), Llama L = 2 with d in {16, 32, 48, 64} (27k-200k parameters with the 600-token
+    # BPE), 8,000 steps x 256 QAs = 256 exposures per 1-hop fact, lr 1e-2 at d = 32 scaled by 32/d. N = 300
+    # (1.8e4 bits) left every size data-bound; at 96 exposures every size was far below its capacity
+    # (RESULTS.md). Measured, one thread per size, two or three sizes at a time on 2 cores: 20, 25, 34 and 40
+    # minutes, about an hour in all.
     # Capacity every 1,000 steps (18 evaluations of the 8,000 facts); convergence over the last 2,000 of the
     # 6,400 steps before the decay.
     "tiny": CapacityConfig(num_people=1000, model_sizes=(16, 32, 48, 64), max_steps=8000, eval_every=1000,
@@ -244,13 +248,13 @@ MULTIHOP_PRESETS = {
                             model_sizes=(32,), num_hidden_layers=2, qas_per_sequence=4, max_steps=30, batch_size=8,
                             lr=1e-2, lr_base_width=None, warmup_steps=3, eval_per_mode=32, probe_rows=160,
                             probe_max_iter=30, eval_every=10, converge_window=10),
-    # Spec §9 demo: N = 200, r4, a 4-layer d = 64 Llama (340k parameters) on 1-hop + 2-hop. hop_ratio 1.0
-    # (P(1-hop) = 1/2) instead of the reference's 0.1, so that in 1,400 steps x 256 QAs the 1-hop facts the
-    # bridge depends on get 112 exposures and each 2-hop training tuple ≈ 47. Expected time: ≈ 10 minutes on
-    # one thread (≈ 7 expected on 2 idle cores): 0.35-0.41 s/step measured over 24 steps of this preset (4,760
-    # tokens per step), so 8-9.5 minutes of training, plus ≈ 1 minute of probes (measured on the untrained
-    # model: 2,000 rows, 5 hidden states x 4 token groups, both targets, then the bridge control). Capacity
-    # (1-hop, 2-hop, 2.1-hop) every 200 steps.
+    # The 2-hop/probe demo sized for 2 CPU cores: N = 200, r4, a 4-layer d = 64 Llama (340k parameters) on
+    # 1-hop + 2-hop. hop_ratio 1.0 (P(1-hop) = 1/2) instead of the reference's 0.1, so that in 1,400 steps x 256
+    # QAs the 1-hop facts the bridge depends on get 112 exposures and each 2-hop training tuple ≈ 47. Expected
+    # time: ≈ 10 minutes on one thread (≈ 7 expected on 2 idle cores): 0.35-0.41 s/step measured over 24 steps
+    # of this preset (4,760 tokens per step), so 8-9.5 minutes of training, plus ≈ 1 minute of probes (measured
+    # on the untrained model: 2,000 rows, 5 hidden states x 4 token groups, both targets, then the bridge
+    # control). Capacity (1-hop, 2-hop, 2.1-hop) every 200 steps.
     "tiny": CapacityConfig(num_people=200, orders=(1, 2), hop_ratio=1.0, model_sizes=(64,), num_hidden_layers=4,
                            max_steps=1400, batch_size=32, eval_per_mode=400, probe_rows=2000, probe_max_iter=100,
                            eval_every=200, converge_window=400),
@@ -346,25 +350,46 @@ def plan_name(config: CapacityConfig, size: int, multihop: bool = False) -> str:
     return f"ch5_capacity_N{config.num_people}_r{config.num_relations}_{budget}"
 
 
-def get_config(preset: str, **overrides) -> CapacityConfig:
-    """The chapter-05 sweep preset with ``overrides`` applied (a wrong name or value raises, naming it)."""
-    return from_preset(PRESETS, preset, **overrides)
+# The paper dry run: the published world, tokenizer, Llama shapes, sequence length and global batch, a few
+# optimizer steps with capacity evaluated at each, on a few people's facts and few probe rows (proves the path on
+# a CPU). The sweep's dry run trains one world, N = 10k with 17 relations (the longest QAs).
+DRY_RUN = {"max_steps": 2, "warmup_steps": 1, "eval_every": 1, "eval_people": 20, "eval_per_mode": 8,
+           "probe_rows": 200, "probe_max_iter": 20}
+DRY_RUN_WORLDS = {"num_people": (10_000,), "num_relations": (17,)}
 
 
-def get_multihop_config(preset: str, **overrides) -> CapacityConfig:
-    """The chapter-06 1-hop + 2-hop preset with ``overrides`` applied."""
-    return from_preset(MULTIHOP_PRESETS, preset, **overrides)
+def _dry_run(preset: str, dry_run: bool, overrides: dict, extra: dict | None = None) -> dict:
+    if not dry_run:
+        return overrides
+    if preset != "paper":
+        raise ValueError(f"dry_run=True runs the paper preset's shapes for a few steps; preset={preset!r} has no "
+                         "dry run: use preset='paper' or dry_run=False")
+    return {**DRY_RUN, **(extra or {}), **overrides}
 
 
-def get_sweep(preset: str, **overrides) -> CapacitySweep:
+def get_config(preset: str, dry_run: bool = False, **overrides) -> CapacityConfig:
+    """The chapter-05 sweep preset with ``overrides`` applied (a wrong name or value raises, naming it);
+    ``dry_run`` (paper only) applies ``DRY_RUN`` first."""
+    return from_preset(PRESETS, preset, **_dry_run(preset, dry_run, overrides))
+
+
+def get_multihop_config(preset: str, dry_run: bool = False, **overrides) -> CapacityConfig:
+    """The chapter-06 1-hop + 2-hop preset with ``overrides`` applied; ``dry_run`` as in :func:`get_config`."""
+    return from_preset(MULTIHOP_PRESETS, preset, **_dry_run(preset, dry_run, overrides))
+
+
+def get_sweep(preset: str, dry_run: bool = False, **overrides) -> CapacitySweep:
     """The chapter-05 sweep ``preset``; ``overrides`` apply to its base config, except ``num_people`` and
-    ``num_relations``, which replace the sweep's axes (an int or a tuple)."""
+    ``num_relations``, which replace the sweep's axes (an int or a tuple). ``dry_run`` (paper only) applies
+    ``DRY_RUN`` and trains the one world of ``DRY_RUN_WORLDS``."""
     check_choice("preset", preset, SWEEPS)
     sweep = SWEEPS[preset]
+    overrides = _dry_run(preset, dry_run, overrides, DRY_RUN_WORLDS)
     people = overrides.pop("num_people", sweep.num_people)
     relations = overrides.pop("num_relations", sweep.num_relations)
     return CapacitySweep(from_preset({preset: sweep.base}, preset, **overrides), people, relations)
 
 
-__all__ = ["CapacityConfig", "CapacitySweep", "EVAL_FIELDS", "MULTIHOP_PRESETS", "PRESETS", "SIZINGS", "SWEEPS",
-           "WORLD_FIELDS", "get_config", "get_multihop_config", "get_sweep", "plan_name"]
+__all__ = ["CapacityConfig", "CapacitySweep", "DRY_RUN", "DRY_RUN_WORLDS", "EVAL_FIELDS", "MULTIHOP_PRESETS",
+           "PRESETS", "SIZINGS", "SWEEPS", "WORLD_FIELDS", "get_config", "get_multihop_config", "get_sweep",
+           "plan_name"]

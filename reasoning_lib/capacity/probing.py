@@ -1,4 +1,6 @@
-"""Probe data for chapter 06: 2-hop questions, their token groups and targets (spec §3.7, project part).
+"""Probe data for chapter 06: 2-hop questions, their token groups and targets (after the reference's
+``train/train_probe.py``, which predicts the bridge's first token; here the targets are classes over people and
+answers, and a *last* token group is added).
 
 Each row is the prompt of a 2-hop question, ``Question: What was {name}'s {relation}'s {subject}? Answer:``
 (BOS first, no answer), with four token groups found from character spans through the tokenizer's offsets

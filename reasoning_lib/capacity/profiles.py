@@ -1,6 +1,6 @@
-"""Synthetic profiles of N people (spec §2.1, §2.3): names, a birth date, three attributes and 4 or 17 relations.
+"""Synthetic profiles of N people: names, a birth date, three attributes and 4 or 17 relations.
 
-Follows the reference ``generate_dataset/generate_profiles.py`` with these deliberate differences (spec §7):
+Follows the reference ``generate_dataset/generate_profiles.py`` with these deliberate differences:
 * every draw comes from a caller's ``numpy.random.Generator`` (the reference passes no seed);
 * pools are explicit and offline (:mod:`.pools`), sampled uniformly;
 * ``date_mode='uniform'`` (default) draws year, month and day ≤ 28 uniformly, so every reachable date is equally
@@ -36,7 +36,8 @@ INVERSE_RELATIONS = {"parent": "child", "mentor": "protege"}
 COMPOSED_RELATIONS = {"grandparent": "parent", "grandchild": "child"}
 # ... and these are perfect matchings (X's best friend's best friend is X); the rest stay uniform.
 SYMMETRIC_RELATIONS = ("best_friend", "worst_enemy", "sibling", "spouse", "cousin", "business_partner", "evil_twin")
-# Hosted reference sets (spec §2.1); the 1000_r17 set seems to hold ≈500 profiles: check before use.
+# Hosted reference sets (``EleutherAI/profiles_dataset_*``); the 1000_r17 set seems to hold ≈500 profiles:
+# check before use.
 HUB_PROFILE_SIZES = {17: (1000, 10000, 15000, 25000, 250000), 4: (10000, 15000, 20000, 25000, 30000, 50000)}
 _META_KEY = "reasoning_lib.capacity"
 
@@ -69,7 +70,8 @@ class ProfileConfig:
 
     @property
     def num_date_values(self) -> int:
-        """D of spec §3.3: the days in the range ('reference': 73,048 for 1900-2099) or the grid size ('uniform')."""
+        """D, the number of possible dates: the days in the range ('reference': 73,048 for 1900-2099) or the grid
+        size ('uniform')."""
         if self.date_mode == "uniform":
             return self.num_years * 12 * 28
         start, end = _year_start(self.first_year), _year_start(self.first_year + self.num_years)
@@ -110,7 +112,7 @@ class Profiles:
 
     @property
     def subjects(self) -> tuple[str, ...]:
-        """S = A ∪ R: the attributes in spec order, then the relations."""
+        """S = A ∪ R: the attributes in the reference's order, then the relations."""
         return ATTRIBUTES + self.relation_names
 
     def attribute_strings(self, attribute: str) -> np.ndarray:
@@ -127,7 +129,7 @@ class Profiles:
         return str(self.attribute_strings(subject)[person])
 
     def to_dataset(self) -> datasets.Dataset:
-        """The spec §2.1 table as a HF ``Dataset`` (config and pools kept in ``info.description``)."""
+        """The reference's profile table as a HF ``Dataset`` (config and pools kept in ``info.description``)."""
         n = self.num_people
         names = pa.array(list(self.names), pa.string())
         columns = {
@@ -148,7 +150,7 @@ class Profiles:
 
     @classmethod
     def from_dataset(cls, dataset: datasets.Dataset) -> "Profiles":
-        """Read a table with the spec §2.1 columns (ours or a hub reference set)."""
+        """Read a table with the reference's profile columns (ours or a hub reference set)."""
         missing = [c for c in ("name", *ATTRIBUTES, *RELATIONS[:4]) if c not in dataset.column_names]
         if missing:
             raise ValueError(f"profile dataset lacks columns {missing}; it has {dataset.column_names}")
@@ -189,7 +191,7 @@ def _read_meta(description: str | None) -> dict:
 
 
 def unique_name_codes(num: int, sizes: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
-    """(num,) distinct codes of (first, middle, last) triples, drawn uniformly with rejection of repeats (§2.3)."""
+    """(num,) distinct codes of (first, middle, last) triples, drawn uniformly with rejection of repeats."""
     space = sizes[0] * sizes[1] * sizes[2]
     if num > space:
         raise ValueError(f"num_people={num} exceeds the {space} distinct names the pools allow")
@@ -204,7 +206,8 @@ def unique_name_codes(num: int, sizes: tuple[int, int, int], rng: np.random.Gene
 
 
 def uniform_relations(num_people: int, num_relations: int, rng: np.random.Generator) -> np.ndarray:
-    """(N, R) targets uniform on [0, N) with replacement: self-loops allowed, nothing consistent (§2.3)."""
+    """(N, R) targets uniform on [0, N) with replacement: self-loops allowed, nothing consistent (the reference's
+    uniform mode)."""
     return rng.integers(0, num_people, size=(num_people, num_relations))
 
 
@@ -246,7 +249,7 @@ def bipartite_relations(relation_names: tuple[str, ...], num_people: int, rng: n
 
 
 def sample_birth_dates(config: ProfileConfig, size: int, rng: np.random.Generator) -> np.ndarray:
-    """(size,) datetime64[D] birth dates with day of month ≤ 28 (§2.3; see ``date_mode``)."""
+    """(size,) datetime64[D] birth dates with day of month ≤ 28 (see ``date_mode``)."""
     start = _year_start(config.first_year)
     if config.date_mode == "reference":
         dates = start + rng.integers(0, config.num_date_values, size=size)
@@ -258,7 +261,7 @@ def sample_birth_dates(config: ProfileConfig, size: int, rng: np.random.Generato
 
 
 def generate_profiles(config: ProfileConfig, pools: ValuePools, rng: np.random.Generator) -> Profiles:
-    """Draw a profile table (spec §2.3): unique names, shuffled rows, relations, then attributes."""
+    """Draw a profile table in the reference's order: unique names, shuffled rows, relations, then attributes."""
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
     n_first, n_last = len(pools.first_names), len(pools.last_names)
@@ -280,7 +283,7 @@ def generate_profiles(config: ProfileConfig, pools: ValuePools, rng: np.random.G
 
 
 def hub_profile_id(num_people: int, num_relations: int = 17) -> str:
-    """Hub id of a hosted reference profile set, ``EleutherAI/profiles_dataset_{N}_uniform{_rR}`` (spec §2.1)."""
+    """Hub id of a hosted reference profile set, ``EleutherAI/profiles_dataset_{N}_uniform{_rR}``."""
     check_choice("num_relations", num_relations, RELATION_COUNTS)
     check_choice(f"num_people (hosted r{num_relations} sets)", num_people, HUB_PROFILE_SIZES[num_relations])
     return f"EleutherAI/profiles_dataset_{num_people}_uniform" + ("_r17" if num_relations == 17 else "")

@@ -1,4 +1,5 @@
-"""Question-answer text and token ids (spec §2.4): 1-hop and 2-hop questions about a profile table.
+"""Question-answer text and token ids (reference ``train/dataset.py``, ``InfiniteQADataset``): 1-hop and 2-hop
+questions about a profile table.
 
 Text: ``Question: What was {name}'s {subject}? Answer: {answer}`` and, 2-hop, ``... {name}'s {relation}'s
 {subject}? ...``; underscores become spaces, dates are ``YYYY-MM-DD``, a relation's answer is the target's name.
@@ -26,7 +27,7 @@ _ANSWER_COLUMN = 4
 
 
 def subject_text(subject: str) -> str:
-    """``best_friend`` -> ``best friend`` (spec §2.4)."""
+    """``best_friend`` -> ``best friend``, as in the reference's question templates."""
     return subject.replace("_", " ")
 
 
@@ -156,7 +157,8 @@ class QAEncoder:
 
 
 class QuestionSampler:
-    """Random training questions (spec §2.4): 1-hop uniform over all N·S facts, 2-hop from the split's training set.
+    """Random training questions (reference ``InfiniteQADataset.generate_qa``): 1-hop uniform over all N·S facts,
+    2-hop from the split's training set.
 
     Hop weights are ``hop_ratio ** -i`` for the i-th entry of ``orders`` (0.1 gives [1, 10]: P(1-hop) = 1/11).
     With ``split=None`` every 2-hop tuple is training data."""

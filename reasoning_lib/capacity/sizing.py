@@ -1,4 +1,4 @@
-"""Llama configs from a parameter budget (spec §3.6; reference ``train/train_utils.py``, ``models/llama_mup.py``).
+"""Llama configs from a parameter budget (reference ``train/train_utils.py``, ``models/llama_mup.py``).
 
 Two ways to size a model of ``num_hidden_layers`` L for a budget P:
 * ``'reference'``: d = ⌊√((P − 320,000)/(12L))⌋ rounded down to a multiple of 16 (at least 16), intermediate 4d.
@@ -6,9 +6,9 @@ Two ways to size a model of ``num_hidden_layers`` L for a budget P:
   reference plots the real count);
 * ``'exact'``: search hidden sizes (multiples of 16) and integer intermediate sizes in [2d, 8d] for the count
   closest to P. Tolerance: one intermediate unit costs 3·L·d parameters, so |count − P| ≤ 1.5·L·d for the chosen
-  d (under 0.1% for the spec's budgets). Every count is a multiple of d, so P itself is hit only when d divides it.
+  d (under 0.1% for the reference's budgets). Every count is a multiple of d, so P itself is hit only when d divides it.
 
-Counts include the input embedding and the untied output head, as the spec's real count does:
+Counts include the input embedding and the untied output head, as the reference's real (plotted) count does:
 2·V·d + L·(4d² + 3d·f + 2d) + d (= 2·V·d + L·(16d² + 2d) + d at f = 4d). Fixed settings: head_dim 16, no GQA,
 RMSNorm eps 1e-6, RoPE θ 10⁴, SiLU, init std 0.02, untied embeddings, no dropout, no biases.
 Not implemented: the reference's µP variant (attention scaled by 1/d_head, MuReadout): this builds plain Llama.
@@ -79,7 +79,8 @@ def exact_widths(num_parameters: int, num_hidden_layers: int, vocab_size: int) -
 
 def llama_config(vocab_size: int, hidden_size: int, num_hidden_layers: int, intermediate_size: int | None = None,
                  special_ids: dict | None = None, max_position_embeddings: int = 2048) -> LlamaConfig:
-    """The spec §3.6 Llama: head_dim 16, intermediate 4d unless given, untied, no dropout."""
+    """The reference's Llama (``train/train_utils.py``): head_dim 16, intermediate 4d unless given, untied, no
+    dropout."""
     check_positive("vocab_size", vocab_size)
     check_positive("num_hidden_layers", num_hidden_layers)
     if hidden_size <= 0 or hidden_size % HEAD_DIM:

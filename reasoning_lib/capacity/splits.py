@@ -1,4 +1,5 @@
-"""Held-out 2-hop structure (spec §2.5): which 2-hop questions train and which evaluate composition.
+"""Held-out 2-hop structure (reference ``train/dataset.py``, ``InfiniteQADataset``): which 2-hop questions train
+and which evaluate composition.
 
 A 2-hop question is a tuple (p, r, a): "What was p's r's a?", with bridge b = r(p) and a any subject in S = A ∪ R.
 Held-out sets, drawn once with the caller's RNG (sizes max(1, ⌊fraction · count⌋) as in the reference):
@@ -6,8 +7,8 @@ first people, relations (never the first hop), (p, r) pairs, second people (brid
 pairs, and the complete-two-hop tuples (all parts seen in training: the in-distribution compositional test).
 
 Every tuple belongs to exactly one category, checked in the reference's removal order (first people, relations,
-second attributes, (p, r) pairs, second people, (b, a) pairs, complete-two-hop, else training). Deviation from the
-reference (spec §7): nothing enumerates the N·R·(4+R) tuples. Membership is index arithmetic on small masks, and
+second attributes, (p, r) pairs, second people, (b, a) pairs, complete-two-hop, else training). Deliberate deviation
+from the reference: nothing enumerates the N·R·(4+R) tuples. Membership is index arithmetic on small masks, and
 sampling is rejection from a uniform proposal over a product set that contains the category, which gives uniform
 draws from the category. All 1-hop facts stay training data.
 """
@@ -24,7 +25,7 @@ from .profiles import ATTRIBUTES
 # Category codes in the order a tuple is tested against them.
 CATEGORIES = ("train", "first_people", "relations", "second_attributes", "person_relation_pairs", "second_people",
               "second_person_attribute_pairs", "complete_two_hop")
-# Eval modes logged at every checkpoint (spec §2.5); the 2-hop ones map to a category.
+# Eval modes the reference logs at every checkpoint; the 2-hop ones map to a category.
 EVAL_MODES = ("train_onehop", "train_twohop", "eval_first_people", "eval_relations", "eval_person_relation_pairs",
               "eval_second_people", "eval_second_attributes", "eval_second_person_attribute_pairs",
               "eval_complete_two_hop_questions")
@@ -79,7 +80,7 @@ class TwoHopSplit:
     @classmethod
     def build(cls, relations_table: np.ndarray, rng: np.random.Generator, heldout_fraction: float = 0.1,
               specific_fraction: float = 0.02, num_attributes: int = len(ATTRIBUTES)) -> "TwoHopSplit":
-        """Draw the held-out sets of spec §2.5 (specific sets: ``specific_fraction``; complete: ``heldout_fraction``)."""
+        """Draw the held-out sets (specific sets: ``specific_fraction``; complete: ``heldout_fraction``)."""
         check_range("heldout_fraction", heldout_fraction, 0.0, 1.0)
         check_range("specific_fraction", specific_fraction, 0.0, 1.0)
         n, r = relations_table.shape
@@ -231,7 +232,7 @@ def one_hop_questions(num_people: int, num_subjects: int, people=None, subjects=
 
 
 def eval_questions(split: TwoHopSplit, mode: str, num: int, rng: np.random.Generator) -> QuestionBatch:
-    """``num`` questions of one eval mode (spec §2.5); ``train_onehop`` is uniform over all N·S facts."""
+    """``num`` questions of one eval mode; ``train_onehop`` is uniform over all N·S facts."""
     check_choice("mode", mode, EVAL_MODES)
     if not isinstance(split, TwoHopSplit):
         raise TypeError(f"split must be a TwoHopSplit (TwoHopSplit.build(profiles.relations, rng)), got {split!r}")

@@ -1,4 +1,4 @@
-"""A small byte-level BPE for QA text, trained offline (spec §2.4, reference ``train/train_tokenizer.py``).
+"""A small byte-level BPE for QA text, trained offline (reference ``train/train_tokenizer.py``).
 
 The reference trains a 3,000-token byte-level BPE (min_frequency 2) on 100k unique QA texts and publishes it as
 ``EleutherAI/llama_multihop_tokenizer``; here it is trained on the caller's own profiles, so nothing is downloaded.

@@ -1,10 +1,11 @@
-"""Train and evaluate the capacity models with the shared loop (spec §2.4-2.5, §3.1, §3.5-3.6, §4).
+"""Train and evaluate the capacity models with the shared loop (reference ``train/train_llama.py``,
+``train/dataset.py`` and ``train/train_utils.py`` of ``EleutherAI/transformer-reasoning``).
 
 ``train_size`` trains grid entry ``size`` of a :class:`~.presets.CapacityConfig` on QAs whose labels are the
 answer tokens only, resumes from checkpoints, saves model + tokenizer with ``save_pretrained`` and writes that
 size's ``metrics.json``: parameters, per-subject losses in bits, capacity under both entropy conventions and every
 scheme of :mod:`.report` (at the end and at the checkpoints of ``eval_every``), bits per parameter, dataset
-entropy, loss per eval split (§2.5), steps, the 1-hop exposures per fact actually trained, and a convergence flag.
+entropy, loss per eval split, steps, the 1-hop exposures per fact actually trained, and a convergence flag.
 A finished run is reloaded, never retrained; a change of evaluation settings only re-evaluates it. Layout::
 
     <output_dir>/world-<hash>/   profiles (HF Dataset), tokenizer, split.json: shared by every size
@@ -53,7 +54,7 @@ CAPACITY_LOG = "capacity_log.jsonl"
 # A run trained otherwise (QAs cut at max_seq_len, one seeded draw per sequence index) is another run.
 DATA_FORMAT = "whole-qas/chunk-epochs"
 
-# (label, scheme, selection, support, hops) of the dataset-entropy table (spec §3.2-3.4)
+# (label, scheme, selection, support, hops) of the dataset-entropy table (schemes of :mod:`.entropy`)
 ENTROPY_SCHEMES = (
     ("optimal", "optimal", "optimal", "generating", 1),
     ("enumerate names", "optimal", "enumerate", "generating", 1),
@@ -122,7 +123,8 @@ def prepare_world(config: CapacityConfig, output_dir: str | os.PathLike, seed: i
 
 def evaluate_splits(model: torch.nn.Module, world: World, num_per_mode: int, seed: int = 0,
                     batch_size: int = 256) -> dict[str, dict]:
-    """Mean answer loss (bits) and exact-match accuracy per eval mode of spec §2.5 (NaN for an empty mode)."""
+    """Mean answer loss (bits) and exact-match accuracy per eval mode of :data:`.splits.EVAL_MODES` (NaN for an
+    empty mode)."""
     out = {}
     for index, mode in enumerate(EVAL_MODES):
         hops = 1 if mode == "train_onehop" else 2
@@ -297,7 +299,8 @@ def _exposures(world: World, folder: Path, steps: int) -> dict:
 
 def _metrics(model, config: CapacityConfig, size: int, world: World, history: list[dict], seed: int,
              folder: Path) -> dict:
-    """Everything ``metrics.json`` of one size holds (spec §5: scheme, support, N, R, real parameters, step)."""
+    """Everything ``metrics.json`` of one size holds, with what a capacity needs to be read: scheme, support, N, R,
+    real parameters and step."""
     evaluator = CapacityEvaluator(config, world, seed)
     steps = history[-1]["step"] if history else 0
     final = evaluator(model, steps)

@@ -1,8 +1,9 @@
 """GSM8K in the ICoT-KD *formula* format: ``question||<<e1>> <<e2>> ... #### answer``.
 
 The chain of thought keeps only the calculator annotations of the GSM8K solutions, in order, joined by single
-spaces (spec §2.4). ``read_gsm8k`` reads the published files; ``load_gsm8k_from_hub`` converts the hub dataset
-(``openai/gsm8k``, config ``main``) for users with internet. That conversion reproducing the published test
+spaces, as in the GSM8K files of the reference ``da03/implicit_chain_of_thought`` (Deng et al. 2023).
+``read_gsm8k`` reads the published files; ``load_gsm8k_from_hub`` converts the hub dataset (``openai/gsm8k``,
+config ``main``) for users with internet. That conversion reproducing the published test
 file line for line is a hypothesis the test suite checks when both are available.
 """
 from __future__ import annotations

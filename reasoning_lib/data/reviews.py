@@ -9,8 +9,9 @@ A review is three clauses joined by connectives, e.g.::
 Each clause has a sentiment: the polarity of its adjective, flipped by ``not``. The label is the majority
 of the three clause sentiments (1 = positive). So the label depends on many positions (every adjective and
 every negation), and swapping one clause's internal state for another's flips the label exactly when that
-clause was the deciding vote: interchange interventions have a real effect to copy (spec §9), unlike on
-SST-2, where they flip a fine-tuned teacher's label in only 0-3% of cases (spec §6).
+clause was the deciding vote: interchange interventions have a real effect for the student to copy, unlike on
+SST-2, where they flip a fine-tuned teacher's label in only 0-3% of cases (``figures/iit_efficacy_label.png`` of
+the reference ``frankaging/Causal-Distill-XXS``).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Token sequences for training and generation (spec §2.2 of ``implicit_cot.md``).
+"""Token sequences for training and generation (Deng et al. 2023; reference ``da03/implicit_chain_of_thought``,
+``src/data.py``).
 
 With E the tokenizer's end-of-text token, an example becomes one of four sequences:
 

@@ -81,29 +81,41 @@ def load_sentiment(tokenizer, num_train: int, num_test: int, seed: int) -> tuple
     return tuple(encode(tokenizer, [r.text for r in split], [r.label for r in split]) for split in (train, test))
 
 
-def load_glue(task: str, tokenizer, max_length: int = 128, num_test: int | None = None) -> tuple[list[dict], list[dict]]:
-    """A GLUE task through ``datasets`` (needs the hub or a local cache); test = the dev split, as in the paper."""
+def load_glue(task: str, tokenizer, max_length: int = 128, num_test: int | None = None,
+              data_dir: str | os.PathLike | None = None, max_train: int | None = None,
+              seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """A GLUE task through ``datasets`` (the hub or a local cache), or from ``data_dir``'s local files with the hub's
+    columns (``reasoning_lib.distill.glue.glue_files``); test = the dev split, as in the paper; ``max_train`` keeps a
+    seeded random subset of the train split."""
     check_choice("task", task, GLUE_TASKS)
     from datasets import load_dataset
 
     fields, eval_split = GLUE_TASKS[task]
-    try:
-        data = load_dataset("nyu-mll/glue", task)
-    except Exception as err:  # datasets raises several types when offline
-        offline = os.environ.get("HF_DATASETS_OFFLINE") == "1"
-        hint = " (HF_DATASETS_OFFLINE=1: the hub is off; use task='sentiment' or a cached copy)" if offline else ""
-        raise FileNotFoundError(f"could not load GLUE {task!r}: {err}{hint}") from None
+    if data_dir is not None:  # local files with the hub's columns, <data_dir>/<task>/<split>.tsv (or .jsonl, ...)
+        from .glue import load_glue_splits
+
+        data = load_glue_splits(task, data_dir)
+    else:
+        try:
+            data = load_dataset("nyu-mll/glue", task)
+        except Exception as err:  # datasets raises several types when offline
+            offline = os.environ.get("HF_DATASETS_OFFLINE") == "1"
+            hint = " (HF_DATASETS_OFFLINE=1: the hub is off; use task='sentiment', a cached copy or local files)" \
+                if offline else ""
+            raise FileNotFoundError(f"could not load GLUE {task!r}: {err}{hint}") from None
 
     def rows(split):
         texts = [r[fields[0]] if len(fields) == 1 else (r[fields[0]], r[fields[1]]) for r in split]
         return encode(tokenizer, texts, [int(y) for y in split["label"]], max_length)
 
-    test = rows(data[eval_split])
-    return rows(data["train"]), test[:num_test] if num_test else test
+    test, train = rows(data[eval_split]), rows(data["train"])
+    if max_train and max_train < len(train):  # seeded, as subset(): the first N would be an ordered slice
+        train = subset(train, max_train, seed)
+    return train, test[:num_test] if num_test else test
 
 
 def subset(examples: list[dict], size: int, seed: int) -> list[dict]:
-    """A seeded random subset (the reference takes the first N, spec §7.6)."""
+    """A seeded random subset (a deliberate difference: the reference XXS code takes the first N, unshuffled)."""
     if size > len(examples):
         raise ValueError(f"asked for {size} training examples but the task has {len(examples)}")
     return random.Random(seed).sample(examples, size)

@@ -3,8 +3,8 @@
 IIA: over held-out (base, source) pairs and the mapped sites, how often the student's prediction under the
 intervention at student layer j equals the teacher's under the intervention at ``mapping[j]`` (same
 positions). It is reported per student layer and averaged; ``flip_rate`` is how often the intervention
-changes the teacher's own prediction (the efficacy the reference measures, spec §6): where it never
-does, IIA reduces to agreement on ordinary inputs.
+changes the teacher's own prediction (the efficacy the reference XXS notebook ``Distillation-Effects.ipynb``
+measures): where it never does, IIA reduces to agreement on ordinary inputs.
 """
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import torch
 
 from .data import collate
-from .intervention import counterfactual_logits, eligible, encoder_layers, model_inputs, sample_sites
+from .intervention import (
+    counterfactual_logits, eligible, encoder_layers, interchanged, model_inputs, sample_sites, source_values,
+)
 from .losses import derangement
 
 
@@ -29,10 +31,16 @@ def predict(model: torch.nn.Module, examples: list[dict], batch_size: int = 256)
     return torch.cat(out)
 
 
+def correct(model: torch.nn.Module, examples: list[dict], batch_size: int = 256) -> list[bool]:
+    """Whether each example's predicted class is its label (two models on the same examples compare paired)."""
+    labels = torch.tensor([e["label"] for e in examples])
+    return (predict(model, examples, batch_size) == labels).tolist()
+
+
 def accuracy(model: torch.nn.Module, examples: list[dict], batch_size: int = 256) -> float:
     """Fraction of examples whose predicted class is the label."""
-    labels = torch.tensor([e["label"] for e in examples])
-    return float((predict(model, examples, batch_size) == labels).float().mean())
+    hits = correct(model, examples, batch_size)
+    return sum(hits) / len(hits)
 
 
 @dataclass
@@ -88,11 +96,36 @@ def interchange_accuracy(student, teacher, examples: list[dict], mapping: dict[i
     )
 
 
+@torch.no_grad()
 def iia_matrix(student, teacher, examples: list[dict], prop: float = 0.3, consecutive: bool = False,
-               special_ids: list[int] | None = None, seed: int = 0) -> list[list[float]]:
+               special_ids: list[int] | None = None, seed: int = 0, batch_size: int = 256) -> list[list[float]]:
     """IIA for every (student layer, single teacher layer) pair: rows are student layers, columns teacher layers.
 
-    Shows which teacher layer each student layer has come to mirror, mapped or not."""
-    student_layers, teacher_layers = len(encoder_layers(student)), len(encoder_layers(teacher))
-    return [[interchange_accuracy(student, teacher, examples, {j: [t]}, prop, consecutive, special_ids, seed).iia
-             for t in range(teacher_layers)] for j in range(student_layers)]
+    Shows which teacher layer each student layer has come to mirror, mapped or not. Each cell equals
+    ``interchange_accuracy(student, teacher, examples, {j: [t]}, ...).iia`` (the same pairs and sites), but every
+    model runs its source once and one counterfactual per block, not one of each per cell (S + T runs, not 4 S T)."""
+    student.eval()
+    teacher.eval()
+    device = next(student.parameters()).device
+    n_student, n_teacher = len(encoder_layers(student)), len(encoder_layers(teacher))
+    agree, rows = torch.zeros(n_student, n_teacher), 0
+    for base, source, gen in _pairs(examples, batch_size, seed):
+        base, source = ({k: v.to(device) for k, v in b.items()} for b in (base, source))
+        sites = sample_sites(eligible(base, special_ids), eligible(source, special_ids), prop, consecutive, gen)
+        t = _per_block_predictions(teacher, base, source, n_teacher, sites)
+        s = _per_block_predictions(student, base, source, n_student, sites)
+        agree += (s[:, None] == t[None]).sum(-1).float().cpu()
+        rows += base["input_ids"].shape[0]
+    if not rows:
+        raise ValueError("interchange accuracy needs at least 2 examples")
+    return (agree / rows).tolist()
+
+
+def _per_block_predictions(model, base: dict, source: dict, blocks: int, sites) -> torch.Tensor:
+    """(blocks, B) predicted classes on ``base`` with block l's output at ``sites`` taken from ``source``, per l."""
+    values = source_values(model, source, list(range(blocks)), sites)
+    out = []
+    for layer in range(blocks):
+        with interchanged(model, {layer: values[layer]}, sites):
+            out.append(model(**model_inputs(base)).logits.argmax(-1))
+    return torch.stack(out)

@@ -62,6 +62,7 @@ from ..train import TrainConfig, finished_run, mark_finished, read_log, train
 from .intervention import eligible, encoder_layers, interchanged, recording, sample_sites, source_values
 from .losses import derangement, soft_kl
 from .models import freeze, layer_mapping
+from .stages import Trained, wait_for_main
 
 METHODS = ("standard", "causal")
 STUDENT_ARCHS = ("distilbert", "bert")
@@ -175,9 +176,9 @@ PRESETS = {
     # of 512 tokens with three passes of both networks is planned at ~21 GB (general_distill_plans).
     "paper": GeneralDistillConfig(micro_batch_size=16),
 }
-# A CPU check of the whole path at the preset's shapes: a few sequences, a global batch of 4 in two micro-batches
-# (gradient accumulation included), two optimizer steps.
-DRY_RUN = {"max_sequences": 32, "batch_size": 4, "micro_batch_size": 2, "max_steps": 2}
+# A CPU check of the whole path at the preset's shapes: a few sequences (the 8 that two steps take), a global batch
+# of 4 in two micro-batches (gradient accumulation included), two optimizer steps.
+DRY_RUN = {"max_sequences": 8, "batch_size": 4, "micro_batch_size": 2, "max_steps": 2}
 
 
 def get_config(preset: str, dry_run: bool = False, **overrides) -> GeneralDistillConfig:
@@ -648,7 +649,7 @@ def run_folder(method: str) -> str:
 
 def distill_general(method: str, config: GeneralDistillConfig, teacher: PreTrainedModel, tokenizer,
                     dataset: LMSequences, output_dir: str | os.PathLike, seed: int = 0, device: str = "auto",
-                    data_files: Sequence[str] | None = None) -> tuple[PreTrainedModel, list[dict]]:
+                    data_files: Sequence[str] | None = None) -> Trained:
     """Distil a ``standard`` or ``causal`` student through the shared loop; a finished run with the same settings is
     reloaded (``<output_dir>/model``, with the tokenizer, ready for :mod:`reasoning_lib.distill.glue`)."""
     check_choice("method", method, METHODS)
@@ -656,7 +657,7 @@ def distill_general(method: str, config: GeneralDistillConfig, teacher: PreTrain
     settings = {"stage": f"general-{method}", "seed": seed, "corpus": corpus_key(config, tokenizer, data_files),
                 **asdict(config)}
     if finished_run(folder, settings):
-        return load_masked_lm(str(folder / "model")).eval(), read_log(folder)
+        return Trained(load_masked_lm(str(folder / "model")).eval(), read_log(folder))
     student = general_student(config, teacher)
     objective = make_objective(config, method, teacher.to(resolve_device(device)))
     train_config = config.train_config(len(dataset), seed, device, launch_info().world_size)
@@ -666,7 +667,8 @@ def distill_general(method: str, config: GeneralDistillConfig, teacher: PreTrain
         result.model.save_pretrained(folder / "model")
         tokenizer.save_pretrained(folder / "model")
         mark_finished(folder, settings)
-    return result.model.eval(), result.history
+    wait_for_main()  # the GLUE fine-tuning that follows loads model/ on every process
+    return Trained(result.model.eval(), result.history, result.steps_trained)
 
 
 

@@ -54,10 +54,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"corpus: {len(corpus):,} sequences, {corpus.num_tokens:,} tokens")
     folder = out / run_folder(args.method)
     seed_everything(args.seed)
-    _, history = distill_general(args.method, config, teacher, tokenizer, corpus, folder, args.seed, args.device,
-                                 args.data_files)
-    if launch.is_main and history:
-        print(f"{args.method}: {history[-1]['step']} steps; final loss {history[-1]['loss']:.3f}")
+    run = distill_general(args.method, config, teacher, tokenizer, corpus, folder, args.seed, args.device,
+                          args.data_files)
+    if launch.is_main and run.history:
+        print(f"{args.method}: trained {run.steps_trained} steps of {run.history[-1]['step']} (global batch "
+              f"{config.batch_size}); final loss {run.history[-1]['loss']:.3f}")
     if args.glue is None:
         return
     glue = get_glue_config(args.preset, dry_run=args.dry_run)

@@ -330,7 +330,10 @@ GLUE_PRESETS = {
                        lr=5e-5),
     "paper": GlueConfig(),
 }
-GLUE_DRY_RUN = {"max_train": 16, "max_eval": 8, "batch_size": 4, "micro_batch_size": 2, "max_steps": 2}
+# A CPU check at the preset's shapes: three tasks that between them take every path (one sentence and Matthews
+# correlation; sentence pairs, three classes and MNLI's matched dev split; regression), two steps of 4 on 16 examples.
+GLUE_DRY_RUN = {"tasks": ("cola", "mnli", "stsb"), "max_train": 16, "max_eval": 8, "batch_size": 4,
+                "micro_batch_size": 2, "max_steps": 2}
 
 
 def get_glue_config(preset: str, dry_run: bool = False, **overrides) -> GlueConfig:

@@ -3,7 +3,8 @@
     loss = alpha * T^2 * KL(p_T || q_S)  +  (1 - alpha) * CE(z_S, y)  +  beta * T^2 * KL(p_T^cf || q_S^cf)
 
 KL uses the ``batchmean`` reduction (a mean over examples of the per-example KL), not the reference XXS
-code's ``mean`` that also divides by the number of classes (spec §7.4); all terms are computed in fp32.
+code's ``mean`` that also divides by the number of classes (a deliberate difference, so the KL does not
+depend on the number of labels); all terms are computed in fp32.
 ``beta = 0`` is standard knowledge distillation.
 """
 from __future__ import annotations
@@ -26,7 +27,8 @@ def soft_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperat
 
 
 def derangement(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A random permutation with no fixed point (n >= 2): no example is its own source (spec §7.7)."""
+    """A random permutation with no fixed point (n >= 2): no example is its own source (the reference's
+    plain permutation can pair an example with itself, an identity intervention)."""
     if n < 2:
         raise ValueError("pairing base and source inputs needs batches of at least 2 examples")
     shift = int(torch.randint(1, n, (1,), generator=generator))
@@ -42,7 +44,8 @@ class DistillObjective:
     """The training loss as a ``loss_fn(student, batch)`` for the shared training loop.
 
     Each step: sources are a derangement of the batch; one student layer j is drawn uniformly and its teacher
-    layers ``mapping[j]`` are all intervened (spec §3.3); sites are drawn per row. Randomness comes from
+    layers ``mapping[j]`` are all intervened (as in the reference XXS ``causal_distiller.py``); sites are drawn
+    per row. Randomness comes from
     torch's global generator and Python's ``random``, which the training loop seeds and restores on resume."""
 
     teacher: torch.nn.Module

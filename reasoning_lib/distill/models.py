@@ -9,7 +9,7 @@ from transformers import AutoModelForSequenceClassification, BertConfig, PreTrai
 from ..models import attention_implementation, build_model
 from .intervention import encoder_layers
 
-# A small BERT trained from scratch on a CPU (spec §9): hidden 128, 4 heads, FFN 512.
+# A small BERT trained from scratch on 2 CPU cores (sizes chosen for that): hidden 128, 4 heads, FFN 512.
 TINY_BERT = {"hidden_size": 128, "num_attention_heads": 4, "intermediate_size": 512}
 
 
@@ -30,7 +30,7 @@ def build_teacher(name_or_layers: str | int, tokenizer=None, num_labels: int = 2
 
 def build_student(init_from: PreTrainedModel, layers: list[int]) -> PreTrainedModel:
     """A BERT with ``len(layers)`` blocks copied from ``init_from``'s blocks ``layers``, plus its embeddings and
-    pooler; the classifier is fresh (the PKD/XXS convention). ``init_from`` is the teacher (spec §9) or a
+    pooler; the classifier is fresh (the PKD/XXS convention). ``init_from`` is the teacher (the CPU setting) or a
     pretrained BERT (the XXS paper setting: ``bert-base-uncased``, layers 0-5)."""
     available = len(encoder_layers(init_from))
     if not layers or any(not 0 <= l < available for l in layers):
@@ -57,7 +57,8 @@ def build_student(init_from: PreTrainedModel, layers: list[int]) -> PreTrainedMo
 def layer_mapping(spec: str | dict, teacher_layers: int, student_layers: int) -> dict[int, list[int]]:
     """Student layer -> aligned teacher layers.
 
-    ``'full'``: with r = teacher/student layers, student j <-> teacher {r*j, ..., r*j + r - 1} (spec §3.3).
+    ``'full'``: with r = teacher/student layers, student j <-> teacher {r*j, ..., r*j + r - 1}, the
+    reference XXS ``neuron_mapping full``.
     A dict ``{j: [teacher layers]}`` or a string ``'0:1;1:3'`` gives an explicit mapping."""
     if spec == "full":
         if teacher_layers % student_layers:

@@ -11,7 +11,8 @@ from .data import TASKS
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """Task, teacher, student and the distillation objective (spec §3.3, §4 XXS column)."""
+    """Task, teacher, student and the distillation objective (the task-specific DIITO step and defaults of the
+    reference ``frankaging/Causal-Distill-XXS``, ``causal_distiller.py``)."""
 
     task: str = "sentiment"  # the generated task, or a GLUE task name ('sst2', ...)
     teacher: str | int = 4  # layers of a random tiny BERT, or a hub id / folder to fine-tune
@@ -19,6 +20,7 @@ class DistillConfig:
     student_layers: tuple[int, ...] = (0, 2)  # blocks of student_init the student starts from
     mapping: str = "full"  # student j <-> teacher {2j, 2j+1}; or explicit '0:1;1:3'
     num_train: int = 10_000  # generated task only (GLUE uses its train split)
+    max_train: int | None = None  # GLUE only: a seeded random subset of the train split (None: all of it)
     num_test: int = 1000
     train_sizes: tuple[int, ...] = (500, 1000, 10_000)  # accuracy vs training-set size
     max_length: int = 128
@@ -48,8 +50,13 @@ class DistillConfig:
         check_range("alpha", self.alpha, 0.0, 1.0)
         check_range("prop", self.prop, 0.0, 1.0)
         check_range("warmup_fraction", self.warmup_fraction, 0.0, 1.0)
+        if self.max_train is not None:
+            check_positive("max_train", self.max_train)
         if self.task == "sentiment" and max(self.train_sizes) > self.num_train:
             raise ValueError(f"train_sizes {self.train_sizes} exceed num_train={self.num_train}")
+        if self.task != "sentiment" and self.max_train and max(self.train_sizes) > self.max_train:
+            raise ValueError(f"train_sizes {self.train_sizes} exceed max_train={self.max_train}: lower the sizes or "
+                             "raise max_train")
 
     def train_config(self, num_examples: int, epochs: float, lr: float, seed: int, device: str,
                      world_size: int | None = None, min_steps: int = 1) -> TrainConfig:
@@ -77,6 +84,16 @@ PRESETS = {
 }
 
 
-def get_config(preset: str, **overrides) -> DistillConfig:
-    """The named preset with ``overrides`` applied (a wrong name or value raises, naming it)."""
+# ``paper`` with ``dry_run``: bert-base-uncased teacher and its 6-block student at 128 tokens, the published global
+# batch of 32 (in micro-batches of 4: gradient accumulation on any number of processes) on 64 training sentences, so
+# the teacher and the full-size students take 2 steps and the 32-example ones 1; a short test and IIA evaluation.
+DRY_RUN = {"max_train": 64, "num_test": 8, "eval_pairs": 4, "train_sizes": (32, 64), "teacher_epochs": 1.0,
+           "student_epochs": 1.0, "micro_batch_size": 4}
+
+
+def get_config(preset: str, dry_run: bool = False, **overrides) -> DistillConfig:
+    """The named preset with ``overrides`` applied (a wrong name or value raises, naming it); ``dry_run`` applies
+    ``DRY_RUN`` first (given overrides still win)."""
+    if dry_run:
+        overrides = {**DRY_RUN, **overrides}
     return from_preset(PRESETS, preset, **overrides)

@@ -9,6 +9,7 @@ import copy
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
@@ -26,14 +27,34 @@ from .presets import DistillConfig
 METHODS = ("kd", "diito")
 
 
-def prepare_data(config: DistillConfig, seed: int):
-    """``(tokenizer, train, test)``: the generated task offline, or a GLUE task from the hub."""
+class Trained(tuple):
+    """A run's ``(model, history)``, unpacked as a pair; ``steps_trained`` is the optimizer steps this call took
+    (0: a finished run was reloaded)."""
+
+    def __new__(cls, model: PreTrainedModel, history: list[dict], steps_trained: int = 0):
+        run = super().__new__(cls, (model, history))
+        run.steps_trained = steps_trained
+        return run
+
+    @property
+    def model(self) -> PreTrainedModel:
+        return self[0]
+
+    @property
+    def history(self) -> list[dict]:
+        return self[1]
+
+
+def prepare_data(config: DistillConfig, seed: int, glue_dir: str | Path | None = None):
+    """``(tokenizer, train, test)``: the generated task offline, or a GLUE task from the hub or from local files
+    ``<glue_dir>/<task>/<split>.tsv`` (the hub's columns)."""
     if config.task == "sentiment":
         tokenizer = build_word_tokenizer()
         train_set, test_set = load_sentiment(tokenizer, config.num_train, config.num_test, seed)
     else:
         tokenizer = load_tokenizer(str(config.teacher))
-        train_set, test_set = load_glue(config.task, tokenizer, config.max_length, config.num_test)
+        train_set, test_set = load_glue(config.task, tokenizer, config.max_length, config.num_test, glue_dir,
+                                        config.max_train, seed)
     return tokenizer, train_set, test_set
 
 
@@ -43,7 +64,7 @@ def classification_loss(model, batch: dict):
 
 
 # What defines the teacher's run (the students' settings do not), and what only changes how a model is tested.
-TEACHER_FIELDS = ("task", "teacher", "num_train", "max_length", "batch_size", "teacher_epochs", "teacher_lr",
+TEACHER_FIELDS = ("task", "teacher", "num_train", "max_train", "max_length", "batch_size", "teacher_epochs", "teacher_lr",
                   "weight_decay", "warmup_fraction", "dropout")
 EVALUATION_FIELDS = ("num_test", "eval_pairs", "train_sizes")
 
@@ -57,22 +78,30 @@ def _run(model, dataset, train_config, loss_fn, folder: Path, settings: dict, to
         model.save_pretrained(folder / "model")
         tokenizer.save_pretrained(folder / "model")
         mark_finished(folder, settings)
+    wait_for_main()
     return result
 
 
+def wait_for_main() -> None:
+    """Under torchrun, hold every process until the main one has saved its run: the next stage may read it from
+    disk (the general student's GLUE fine-tuning loads it on every process)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
 def train_teacher(config: DistillConfig, tokenizer, train_set: list[dict], output_dir: str | Path, seed: int = 0,
-                  device: str = "auto") -> tuple[PreTrainedModel, list[dict]]:
+                  device: str = "auto") -> Trained:
     """Fine-tune (or train from scratch) the teacher classifier; returns it frozen, with its loss history."""
     folder = Path(output_dir)
     settings = {"stage": "teacher", "seed": seed, **{k: getattr(config, k) for k in TEACHER_FIELDS}}
     if finished_run(folder, settings):
-        return freeze(load_saved(str(folder / "model"), arch="bert")), read_log(folder)
+        return Trained(freeze(load_saved(str(folder / "model"), arch="bert")), read_log(folder))
     num_labels = 1 + max(e["label"] for e in train_set)
     model = build_teacher(config.teacher, tokenizer, num_labels, config.dropout, config.max_length)
     train_config = config.train_config(len(train_set), config.teacher_epochs, config.teacher_lr, seed, device,
                                        launch_info().world_size)
     result = _run(model, train_set, train_config, classification_loss, folder, settings, tokenizer)
-    return freeze(result.model), result.history
+    return Trained(freeze(result.model), result.history, result.steps_trained)
 
 
 def init_student(config: DistillConfig, teacher: PreTrainedModel) -> PreTrainedModel:
@@ -87,7 +116,7 @@ def init_student(config: DistillConfig, teacher: PreTrainedModel) -> PreTrainedM
 
 def distill(method: str, teacher: PreTrainedModel, train_set: list[dict], config: DistillConfig, tokenizer,
             output_dir: str | Path, seed: int = 0, device: str = "auto", size: int | None = None,
-            ) -> tuple[PreTrainedModel, list[dict]]:
+            ) -> Trained:
     """Train a ``kd`` (beta = 0) or ``diito`` student on ``size`` random training examples (all by default)."""
     check_choice("method", method, METHODS)
     size = size or len(train_set)
@@ -95,7 +124,7 @@ def distill(method: str, teacher: PreTrainedModel, train_set: list[dict], config
     folder = Path(output_dir)
     settings = {"stage": method, "size": size, "seed": seed, **asdict(config)}
     if finished_run(folder, settings):
-        return load_saved(str(folder / "model"), arch="bert").eval(), read_log(folder)
+        return Trained(load_saved(str(folder / "model"), arch="bert").eval(), read_log(folder))
     student = init_student(config, teacher)
     mapping = layer_mapping(config.mapping, teacher.config.num_hidden_layers, len(config.student_layers))
     objective = DistillObjective(
@@ -106,7 +135,7 @@ def distill(method: str, teacher: PreTrainedModel, train_set: list[dict], config
     train_config = config.train_config(size, config.student_epochs, config.lr, seed, device, launch_info().world_size,
                                        config.min_student_steps)
     result = _run(student, data, train_config, objective, folder, settings, tokenizer)
-    return result.model.eval(), result.history
+    return Trained(result.model.eval(), result.history, result.steps_trained)
 
 
 def special_ids(tokenizer) -> list[int]:

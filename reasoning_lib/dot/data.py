@@ -1,4 +1,5 @@
-"""Diffusion-of-Thoughts sequences (spec §2.2): ``question E || target E E …`` on a fixed canvas.
+"""Diffusion-of-Thoughts sequences (reference ``dot-sedd`` branch, ``data.py``): ``question E || target E E …`` on
+a fixed canvas.
 
 Every position up to and including the separator ``||`` is *fixed*: never noised in training (so it costs
 exactly zero loss) and written back by projection in sampling. Padding is end-of-text and counts as target,
@@ -8,7 +9,8 @@ so the model learns where the answer stops, as in the reference's SEDD branch.
 * **DoT-MP**: one *thought* per pass. ``thoughts(example)`` splits a rationale into steps (the partial products
   of a multiplication, the ``<<…>>`` equations of GSM8K) plus the final ``#### ans``; pass i sees
   ``mp_context(question, thoughts[:i])`` and generates ``thoughts[i]``. Training and inference build the context
-  with the same function (the reference drops a space at inference, spec §3.3).
+  with the same function (a deliberate difference: the reference's ``gsm8k_run_sample_cond_mp.py`` joins the
+  question and the thoughts without the space its training data has, so it tokenises them differently).
 * **answer only**: target = ``#### ans`` (the reference's ``hidden_thought``), the no-rationale control.
 
 Tokenization at paper scale is plain GPT-2 BPE, as in the reference's SEDD branch (its ``get_tokenizer``
@@ -303,7 +305,8 @@ def prompts(tokenizer, layout: Layout, sources: list[str], truncate: bool = Fals
 
 def generated_text(tokenizer, layout: Layout, ids) -> str | None:
     """The target of a sampled canvas: the text after ``||`` up to the first end-of-text, or None when it never
-    ends (no end-of-text after the separator): such a sample counts as wrong (spec §3.6)."""
+    ends (no end-of-text after the separator): such a sample counts as wrong, as in the reference's
+    ``cal_acc_gsm.py``."""
     ids = [int(i) for i in ids]
     if layout.sep_id not in ids:
         return None

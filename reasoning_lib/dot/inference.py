@@ -1,4 +1,6 @@
-"""DoT and DoT-MP sampling on the SEDD core (spec §3.2, §3.3), evaluation and batch-1 throughput (§5).
+"""DoT and DoT-MP sampling on the SEDD core (Ye et al. 2024, §3; reference ``dot-sedd`` branch,
+``gsm8k_run_sample_cond.py`` and ``gsm8k_run_sample_cond_mp.py``), evaluation and batch-1 throughput (samples per
+second at batch size 1, as in Ye et al. 2024, Table 1).
 
 Both use ``reasoning_lib.sedd.sample`` with the question (and, for DoT-MP, the thoughts so far) fixed by
 projection, so those tokens never change: before every step, before the denoiser and on the output.

@@ -1,4 +1,5 @@
-"""Rewrite the residual stream at the separator before every transformer block (spec §3.3–3.4).
+"""Rewrite the residual stream at the separator before every transformer block (Deng et al. 2023, §3; reference
+``src/models/student.py`` and ``src/models/emulator.py``).
 
 ``at_separator(model, sep, rewrite)`` registers a forward pre-hook on each block of an HF decoder: before
 block l runs, ``rewrite(l, h_sep)`` receives the stream entering block l at each row's separator (B, H) and

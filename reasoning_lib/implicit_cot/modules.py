@@ -157,7 +157,8 @@ def mixture_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class ImplicitCoT(nn.Module):
-    """Emulator + student, coupled: the student reads the emulator's predictions (spec §3.6)."""
+    """Emulator + student, coupled: the student reads the emulator's predictions (Deng et al. 2023, §3, "couple
+    and optimize"; reference ``src/train_coupled_emulator_and_student.py``)."""
 
     has_unused_parameters = True  # the emulator's last block and ln_f feed no loss
 

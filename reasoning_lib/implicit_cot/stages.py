@@ -1,8 +1,10 @@
 """The three training stages and the inference path of implicit CoT, on the shared training loop.
 
 Stage 1a trains the mind-reading student on teacher states, stage 1b the thought emulator, stage 2 couples
-them on answer cross-entropy alone (spec §3.3–3.7). Every stage saves its modules (``persist.save_stage``)
-and resumes from its own checkpoints, so a long run can stop after any stage.
+them on answer cross-entropy alone (Deng et al. 2023, §3; reference ``src/train_mind_reading_student.py``,
+``src/train_thought_emulator.py``, ``src/train_coupled_emulator_and_student.py`` and ``src/generate.py``).
+Every stage saves its modules (``persist.save_stage``) and resumes from its own checkpoints, so a long run
+can stop after any stage.
 """
 from __future__ import annotations
 
@@ -191,7 +193,8 @@ def generate_implicit(
     emulator: ThoughtEmulator, student: MindReadingStudent, tokenizer, examples: list[Example],
     max_new_tokens: int = 128, use_cache: bool = True,
 ) -> list[str]:
-    """Implicit-CoT inference (spec §3.7): emulate the states from `` {x} E``, then let the student answer."""
+    """Implicit-CoT inference (reference ``src/generate.py``): emulate the states from `` {x} E``, then let the
+    student answer."""
     batch = prompt_batch(tokenizer, examples, next(student.parameters()).device)
     mask = batch["attention_mask"]
     sep = torch.full((mask.shape[0],), mask.shape[1] - 1, device=mask.device)
@@ -218,7 +221,8 @@ def evaluate_implicit(
     emulator: ThoughtEmulator, student: MindReadingStudent, tokenizer, examples: list[Example],
     batch_size: int = 1, max_new_tokens: int = 128,
 ) -> EvalResult:
-    """Accuracy and throughput with the emulator inside the timed region (spec §5)."""
+    """Accuracy and throughput with the emulator inside the timed region, as the reference ``src/generate.py``
+    times it (batch size 1 in Deng et al. 2023, Table 2)."""
     emulator.eval()
     student.eval()
     return evaluate_generator(

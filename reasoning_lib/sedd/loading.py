@@ -1,4 +1,5 @@
-"""Save and load SEDD models with their graph and noise schedule (spec §2, "Loader plan").
+"""Save and load SEDD models with their graph and noise schedule (reference ``load_model.py``; the published
+``louaaron/sedd-small`` has no ``model_type``, so ``transformers.AutoModel`` cannot load it).
 
 Three layouts are recognised:
 

@@ -1,9 +1,10 @@
-"""The SEDD training loss: diffusion-weighted denoising score entropy (DWDSE, spec §3.5).
+"""The SEDD training loss: diffusion-weighted denoising score entropy (DWDSE; Lou et al. 2024, §3.3, Thm. 3.6;
+reference ``losses.py``).
 
 Per sequence: draw t ~ U(eps, 1), corrupt x_0 to x_t at total noise sigma_bar(t), and sum over positions
 sigma(t) * score_entropy(log_s(x_t, sigma_bar), x_t, x_0). Positions marked ``fixed`` (a prompt, a question)
 are never corrupted and contribute exactly zero. The score is cast to fp32 before the loss, whatever the
-autocast (the reference computes it from bf16 values, spec §7).
+autocast (a deliberate difference from the reference, which computes it from bf16 values).
 """
 from __future__ import annotations
 

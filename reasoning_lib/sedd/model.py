@@ -4,7 +4,7 @@ Follows ``model/transformer.py``, ``model/rotary.py`` and ``model/ema.py`` of lo
 with the same parameter names and shapes, so the published ``louaaron/sedd-small``/``-medium`` weights load unchanged.
 Deliberate differences: attention falls back to PyTorch SDPA when flash-attn is unavailable (CPU works); the
 network does not switch on bf16 autocast itself (the caller chooses); and the log-scores are always returned in fp32,
-because the reference computes the loss from bf16 values (spec §7).
+because the reference runs the blocks under bf16 autocast and so computes the loss from bf16 values.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from torch import nn
 from ..config import check_choice, check_positive, check_range
 from ..models import attention_implementation
 
-try:  # flash-attn is optional: CUDA only, and often mis-built against torch (spec §7)
+try:  # flash-attn is optional: CUDA only, and often mis-built against torch (reference issue #5)
     from flash_attn import flash_attn_qkvpacked_func
 except (ImportError, OSError):
     flash_attn_qkvpacked_func = None

@@ -1,5 +1,6 @@
 """Reverse-time samplers: Euler (tau-leaping) and analytic (Tweedie) predictors, a final denoising step,
-conditioning by projection, a count of network evaluations, and the denoising chain (spec §3.6).
+conditioning by projection, a count of network evaluations, and the denoising chain (Lou et al. 2024, §4;
+reference ``sampling.py`` and ``run_sample_cond.py``).
 
 Projection overwrites the fixed positions with their given ids before every step, before the denoiser and
 once more on the output, so a prefix, a suffix or any set of positions never changes. Every sampler call

@@ -25,7 +25,8 @@ from .noise import build_noise
 
 @dataclass(frozen=True)
 class SEDDRunConfig:
-    """Corpus, model size, graph/noise and optimisation of one SEDD run (spec §4; tiny sizes from §9)."""
+    """Corpus, model size, graph/noise and optimisation of one SEDD run (reference ``configs/config.yaml``; the
+    default sizes are chosen for 2 CPU cores)."""
 
     corpus: str = "reviews"  # generated reviews, or a hub text dataset id (e.g. 'openwebtext')
     tokenizer: str = "reviews"  # 'reviews' (word level) or a hub id such as 'gpt2'
@@ -78,10 +79,11 @@ class SEDDRunConfig:
 PRESETS = {
     "smoke": SEDDRunConfig(num_sequences=256, hidden_size=32, n_blocks=1, n_heads=2, cond_dim=16, max_steps=20,
                            batch_size=16, warmup_steps=2, sample_steps=8, num_samples=8),
-    # 2 CPU cores: ~0.8M parameters on 24-token reviews (spec §9 sizes).
+    # 2 CPU cores: ~0.8M parameters on 24-token reviews (sizes chosen so the loss falls within minutes).
     "tiny": SEDDRunConfig(),
-    # SEDD small (spec §2, §4): GPT-2 tokens, OpenWebText blocks of 1024, batch 512 (global), lr 3e-4 with 2,500
-    # warm-up steps and no decay, EMA 0.9999, 400k steps as the paper trained (maintainer, issue #6).
+    # SEDD small (Lou et al. 2024, §5.1; reference ``configs/config.yaml``): GPT-2 tokens, OpenWebText blocks of
+    # 1024, batch 512 (global), lr 3e-4 with 2,500 warm-up steps and no decay, EMA 0.9999, 400k steps as the paper
+    # trained (maintainer, issue #6).
     "paper": SEDDRunConfig(corpus="openwebtext", tokenizer="gpt2", num_sequences=8_000_000, length=1024,
                            hidden_size=768, n_blocks=12, n_heads=12, cond_dim=128, dropout=0.1, max_steps=400_000,
                            batch_size=512, micro_batch_size=16, lr=3e-4, warmup_steps=2500, ema=0.9999, sample_steps=128, num_samples=8),
