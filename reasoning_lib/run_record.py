@@ -26,6 +26,17 @@ def loop_identity(config, world_size: int, num_examples: int) -> dict:
     return identity
 
 
+def test_set_name(config, seed: int) -> str:
+    """Which test set a reported number is from, for any config with ``task``, ``test_file`` and ``num_test``: the
+    published file (name and hash prefix) or the generated split. Chapters that share a test set print the same
+    name, which is how the capstone knows it may adopt their runs."""
+    if config.test_file:
+        return f"{Path(config.test_file).name} (sha256 {file_digest(config.test_file)[:12]}, first {config.num_test})"
+    if config.task == "gsm8k":
+        return f"GSM8K test split from the hub (first {config.num_test})"
+    return f"generated {config.task} split (seed {seed}, {config.num_test} problems)"
+
+
 def file_digest(path: str | os.PathLike | None) -> str | None:
     """SHA-256 of a data file (None for None), so a run records *which* data it trained on, not only its name."""
     if path is None:

@@ -85,3 +85,41 @@ def fraction_interval(fraction: float, total: int, z: float = Z95) -> list[float
     if fraction != fraction:
         return None
     return list(wilson_interval(round(fraction * total), total, z))
+
+
+# ------------------------------------------------------------------------------------------------ wording
+# What a chapter's summary cell states: a measured fraction (accuracy, share of well-formed samples) over the
+# ``total`` test items it was scored on, and whether two such fractions are told apart at that size.
+
+
+def _successes(fraction: float, total: int) -> int:
+    if not 0 <= fraction <= 1:  # also refuses NaN (a split that was empty)
+        raise ValueError(f"fraction={fraction} must lie in [0, 1]: state an empty split (NaN) in words instead")
+    return round(fraction * total)
+
+
+def format_accuracy(fraction: float, total: int, z: float = Z95) -> str:
+    """``'14% (9-22%, n = 64)'``: a fraction measured over ``total`` items, as :func:`format_fraction` words it."""
+    return format_fraction(_successes(fraction, total), total, z)
+
+
+def format_interval(fraction: float, total: int, z: float = Z95) -> str:
+    """``'38% (34-42%)'``: a fraction with its 95% interval, for lists that state ``n`` once."""
+    low, high = wilson_interval(_successes(fraction, total), total, z)
+    return f"{100 * fraction:.0f}% ({100 * low:.0f}-{100 * high:.0f}%)"
+
+
+def intervals_apart(a: float, b: float, total: int, z: float = Z95) -> bool:
+    """Whether the Wilson intervals of two fractions, each over ``total`` items, are disjoint."""
+    (a_low, a_high), (b_low, b_high) = (wilson_interval(_successes(x, total), total, z) for x in (a, b))
+    return a_low > b_high or b_low > a_high
+
+
+def verdict(a: float, b: float, total: int, z: float = Z95) -> str:
+    """``'apart'`` when :func:`intervals_apart`, else ``'not distinguishable at this test size'``."""
+    return "apart" if intervals_apart(a, b, total, z) else "not distinguishable at this test size"
+
+
+def format_count(count: float, noun: str) -> str:
+    """``'1 epoch'``, ``'2.5 epochs'``: a count and its noun, plural unless the count is 1."""
+    return f"{count:g} {noun}{'' if count == 1 else 's'}"

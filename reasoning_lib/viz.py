@@ -40,6 +40,7 @@ METHOD_LABELS = {
     "no_cot": "No CoT", "explicit_cot": "Explicit CoT", "implicit_cot": "Implicit CoT", "dot": "DoT", "dot_mp": "DoT-MP",
     "teacher": "Teacher", "kd": "KD student", "diito": "DIITO student", "answer_only": "Diffusion, answer only",
     "dot_sc": "DoT + self-consistency", "dot_mp_sc": "DoT-MP + self-consistency",
+    "released_implicit_cot": "Implicit CoT, the authors' checkpoints",  # chapter 2's released_dir
 }
 
 

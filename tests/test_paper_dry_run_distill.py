@@ -132,7 +132,8 @@ def test_torchrun_trains_the_task_specific_runs_at_the_published_global_batch(di
     diito, kd = printed["diito"], printed["kd"]
     for name in ("ch7_teacher", "ch7_diito_67349"):  # a dry run prints the plan of the full run it stands for
         assert f"resource plan of {name}" in diito, diito[-2000:]
-    assert "global 32 = 2 processes x micro 4 x accum 4" in diito, "the plan is re-cut for the launch"
+    assert "global 32 = 2 processes x micro 4 (chosen to fit: the preset sets none) x accum 4" in diito, \
+        "the plan is re-cut for the launch"
     # 64 training sentences at the published global batch of 32: 2 steps each
     assert "teacher: trained 2 steps of 2 (global batch 32)" in diito and "diito-64: trained 2 steps of 2" in diito
     assert "teacher: trained 0 steps of 2" in kd, "the second launch reloads the teacher"

@@ -81,3 +81,36 @@ def test_compare_paired_words_the_verdict():
     assert paired_difference(*apart)["apart"] is True and paired_difference(*close)["n"] == 100
     with pytest.raises(ValueError, match="same non-empty problems"):
         paired_difference_interval([True], [True, False])
+
+
+def test_summary_wording_of_a_measured_fraction():
+    from reasoning_lib.stats import format_accuracy, format_interval
+
+    assert format_accuracy(9 / 64, 64) == format_fraction(9, 64) == "14% (8-25%, n = 64)"
+    assert format_accuracy(0.141, 64) == format_fraction(9, 64)  # rounded to a whole number of items
+    assert format_interval(9 / 64, 64) == "14% (8-25%)"
+    assert format_interval(1.0, 10) == "100% (72-100%)"
+    with pytest.raises(ValueError, match="fraction=nan"):
+        format_accuracy(float("nan"), 64)
+    with pytest.raises(ValueError, match="fraction=1.5"):
+        format_interval(1.5, 64)
+
+
+def test_intervals_apart_and_the_verdict():
+    from reasoning_lib.stats import intervals_apart, verdict
+
+    # 90/100 is 83-94%, 40/100 is 31-50%: disjoint either way round; 50/100 and 45/100 overlap
+    assert intervals_apart(0.9, 0.4, 100) and intervals_apart(0.4, 0.9, 100)
+    assert not intervals_apart(0.5, 0.45, 100)
+    assert verdict(0.9, 0.4, 100) == "apart"
+    assert verdict(0.5, 0.45, 100) == "not distinguishable at this test size"
+    # the same gap is apart over many items and not over a few
+    assert intervals_apart(0.6, 0.5, 2000) and not intervals_apart(0.6, 0.5, 20)
+
+
+def test_format_count_is_plural_unless_one():
+    from reasoning_lib.stats import format_count
+
+    assert format_count(1, "epoch") == "1 epoch"
+    assert format_count(2, "epoch") == "2 epochs"
+    assert format_count(0.5, "epoch") == "0.5 epochs"

@@ -217,10 +217,9 @@ PRESETS = {
                             eval_every=10, converge_window=10),
     # A world at the large end of what 2 CPU cores train in minutes: N = 1,000, r4, synthetic pools, one year of
     # dates (E₁ = 6.5e4 bits), Llama L = 2 with d in {16, 32, 48, 64} (27k-200k parameters with the 600-token
-    # BPE), 8,000 steps x 256 QAs = 256 exposures per 1-hop fact, lr 1e-2 at d = 32 scaled by 32/d. N = 300
-    # (1.8e4 bits) left every size data-bound; at 96 exposures every size was far below its capacity
-    # (RESULTS.md). Measured, one thread per size, two or three sizes at a time on 2 cores: 20, 25, 34 and 40
-    # minutes, about an hour in all.
+    # BPE), 8,000 steps x 256 QAs = 256 exposures per 1-hop fact, lr 1e-2 at d = 32 scaled by 32/d. Chosen so
+    # that the larger sizes can hold less than the world's entropy (a smaller world leaves every size data-bound)
+    # and each fact is seen often enough to be learnt; about an hour on 2 cores, a size per thread.
     # Capacity every 1,000 steps (18 evaluations of the 8,000 facts); convergence over the last 2,000 of the
     # 6,400 steps before the decay.
     "tiny": CapacityConfig(num_people=1000, model_sizes=(16, 32, 48, 64), max_steps=8000, eval_every=1000,

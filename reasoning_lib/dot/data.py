@@ -323,6 +323,17 @@ def decode_tokens(tokenizer, layout: Layout, ids, mask_text: str = "▒") -> lis
     return [mask_text if int(i) == layout.mask_id else _readable(tokenizer, int(i), special) for i in ids]
 
 
+def canvas_text(tokenizer, layout: Layout, ids, fixed) -> str:
+    """A canvas on one line: fixed (question) positions in brackets, the trailing end-of-text padding cut to one
+    token and counted (``'... E  (+12 E)'``)."""
+    tokens = decode_tokens(tokenizer, layout, ids)
+    eos = tokenizer.eos_token  # "<eos>" in the book's digit tokenizer, "<|endoftext|>" under GPT-2
+    padding = next((i for i, token in enumerate(reversed(tokens)) if token != eos), len(tokens))
+    kept = min(len(tokens), len(tokens) - padding + 1)  # the first end-of-text ends the target: keep it
+    shown = " ".join(f"[{token}]" if is_fixed else token for token, is_fixed in zip(tokens[:kept], fixed))
+    return f"{shown}  (+{len(tokens) - kept} E)"
+
+
 def _readable(tokenizer, token_id: int, special: set[int]) -> str:
     token = tokenizer.convert_ids_to_tokens(token_id)
     if token_id in special:

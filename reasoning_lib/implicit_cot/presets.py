@@ -53,10 +53,9 @@ GPT2_VOCABULARY = 50257
 
 PRESETS = {
     "smoke": ImplicitCoTConfig(baseline=get_baseline_config("smoke"), stage_epochs=1.0, batch_size=32, warmup_steps=2),
-    # 2 CPU cores, 20-35 minutes for all five models (33 measured on one busy core). Chapter 1's tiny setting
-    # (3x3, 2 layers) gives the student a 2-state diagonal whose first state is the separator's embedding, and
-    # it learns nothing from it;
-    # 2x2 with 4 layers (chapter 4's task and split) is the smallest setting that shows the paper's result.
+    # 2 CPU cores, about half an hour for all five models. 2x2 with 4 layers (chapter 4's task and split): a
+    # student learns from the teacher only when enough layers read the chain's partial products, which chapter
+    # 1's 3x3 with 2 layers does not give it (its diagonal's first state is the separator's embedding).
     "tiny": ImplicitCoTConfig(
         baseline=get_baseline_config("tiny", task="2x2", model="mini", num_train=7000, num_valid=0, num_test=500,
                                      num_epochs=20.0),

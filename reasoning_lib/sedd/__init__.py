@@ -8,7 +8,7 @@ denoising chain), ``likelihood`` (the ELBO bound), ``loading`` (hub, reference r
 ``corpus`` (a corpus tokenised once into a memory-mapped token file) and ``zero_shot`` (Table 1's benchmarks).
 """
 from .corpus import TokenBlocks, build_token_file, write_token_file
-from .evaluation import elbo_vs_steps, load_ema_weights, read_elbo_curve
+from .evaluation import SamplingSpeed, elbo_vs_steps, load_ema_weights, read_elbo_curve, sampling_speed
 from .generative import GenerativePerplexity, generative_perplexity, quality_vs_steps
 from .graph import Absorbing, Graph, Uniform, build_graph, sample_categorical
 from .likelihood import ElboResult, elbo, real_tokens
@@ -24,7 +24,7 @@ __all__ = [
     "Absorbing", "Graph", "Uniform", "build_graph", "sample_categorical", "ElboResult", "elbo", "real_tokens",
     "load_model", "save_model", "SEDDObjective", "dwdse_loss", "EMA", "SEDD", "DDiTConfig", "GeometricNoise",
     "LogLinearNoise", "build_noise", "SampleOutput", "sample", "PRESETS", "SEDDRunConfig", "SEDDWithEMA", "get_config",
-    "train_sedd", "elbo_vs_steps", "load_ema_weights", "read_elbo_curve", "GenerativePerplexity",
-    "generative_perplexity", "quality_vs_steps", "TokenBlocks", "build_token_file", "write_token_file", "BENCHMARKS",
-    "BenchmarkBlocks", "benchmark_blocks",
+    "train_sedd", "elbo_vs_steps", "load_ema_weights", "read_elbo_curve", "SamplingSpeed", "sampling_speed",
+    "GenerativePerplexity", "generative_perplexity", "quality_vs_steps", "TokenBlocks", "build_token_file",
+    "write_token_file", "BENCHMARKS", "BenchmarkBlocks", "benchmark_blocks",
 ]

@@ -76,6 +76,14 @@ def well_formed_fraction(tokenizer, samples: torch.Tensor) -> float:
     return sum(is_well_formed(tokenizer, row) for row in samples) / len(samples)
 
 
+def preview(tokenizer, row, corpus: str, num_tokens: int = 40) -> str:
+    """One sequence as a line of text: a review's tokens (masks as ``MASK_TEXT``), or the first ``num_tokens``
+    tokens of a hub corpus's block, which is too long to print whole."""
+    if corpus == "reviews":
+        return " ".join(decode(tokenizer, row))
+    return tokenizer.decode(row[:num_tokens]).replace("\n", " ") + " …"
+
+
 # ------------------------------------------------------------------------------------------------ hub corpora
 # OpenWebText has only a 'train' split. SEDD's reference validates on WikiText-103 instead and holds none of it
 # out; here, as in MDLM's 'openwebtext-split' (Sahoo et al. 2024, which follows SEDD's setup; kuleshov-group/mdlm

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,6 +26,7 @@ from .. import run_record
 from ..config import check_positive
 from .likelihood import ElboResult, elbo
 from .model import SEDD
+from .sampling import sample
 
 CURVE_FILE = "elbo_log.jsonl"
 
@@ -126,3 +129,37 @@ def elbo_vs_steps(run_dir: str | Path, graph, noise, sequences: torch.Tensor, co
 def curve_for_plot(rows: list[dict]) -> list[dict]:
     """Rows as ``viz.loss_curves`` reads them: ``{"step", "loss"}`` with the perplexity as the value."""
     return [{"step": r["step"], "loss": r["perplexity"]} for r in rows if math.isfinite(r["perplexity"])]
+
+
+@dataclass(frozen=True)
+class SamplingSpeed:
+    """One timed draw: ``steps`` predictor steps in ``seconds`` of wall clock, ``nfe`` network evaluations."""
+
+    steps: int
+    seconds: float
+    nfe: int
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def sampling_speed(model, graph, noise, length: int, steps: int, predictor: str = "analytic", batch_size: int = 1,
+                   warmup_steps: int = 2, generator: torch.Generator | None = None) -> SamplingSpeed:
+    """Time one draw of ``batch_size`` sequences with ``steps`` predictor steps, after an untimed warm-up draw of
+    ``warmup_steps``; the clock is read as ``evaluate`` and ``dot.throughput`` read it (perf_counter, with the
+    device synchronised before each read)."""
+    check_positive("steps", steps)
+    check_positive("warmup_steps", warmup_steps)
+    device = next(model.parameters()).device
+    sample(model, graph, noise, batch_size, length, warmup_steps, predictor, generator=generator)
+    _synchronize(device)
+    started = time.perf_counter()
+    timed = sample(model, graph, noise, batch_size, length, steps, predictor, generator=generator)
+    _synchronize(device)
+    return SamplingSpeed(steps, time.perf_counter() - started, timed.nfe)
