@@ -127,16 +127,23 @@ def bert_tokenizer(vocab: list[str]):
 
 
 def add_bert_base(cache: Path, repo_id: str = "bert-base-uncased") -> Path:
-    """A random-init ``BertForMaskedLM`` at the hub's bert-base-uncased config (``BertConfig()``: vocabulary 30,522,
-    12 blocks of width 768) with a WordPiece tokenizer of exactly 30,522 entries at the real special-token ids."""
+    """A random-init BERT masked LM at the hub's bert-base-uncased config (``BertConfig()``: vocabulary 30,522, 12
+    blocks of width 768) with a WordPiece tokenizer of exactly 30,522 entries at the real special-token ids.
+
+    The weights are those the hub's checkpoint holds: the encoder with its pooler, the MLM head and the
+    next-sentence head (``BertForPreTraining``), so ``BertForMaskedLM`` and ``BertForSequenceClassification`` load
+    from it exactly as from the hub (the classifier keeps the pooler); ``config.json`` names ``BertForMaskedLM``,
+    as the hub's does."""
     import torch
-    from transformers import BertConfig, BertForMaskedLM
+    from transformers import BertConfig, BertForPreTraining
 
     snapshot = snapshot_dir(cache, repo_id)
     if not (snapshot / "config.json").is_file():
         torch.manual_seed(0)
         vocab = bert_base_vocab()
         assert len(vocab) == BERT_BASE_VOCAB_SIZE and len(set(vocab)) == len(vocab)
-        BertForMaskedLM(BertConfig()).save_pretrained(snapshot)  # BertConfig() is the hub's bert-base-uncased
+        BertForPreTraining(BertConfig()).save_pretrained(snapshot)  # BertConfig() is the hub's bert-base-uncased
+        config = json.loads((snapshot / "config.json").read_text())
+        (snapshot / "config.json").write_text(json.dumps({**config, "architectures": ["BertForMaskedLM"]}, indent=2))
         bert_tokenizer(vocab).save_pretrained(snapshot)
     return snapshot

@@ -292,3 +292,14 @@ def test_long_chains_are_thinned_to_a_small_responsive_figure():
     assert len(labels) == 80 and frames["DoT"][-1] == dot_chain[-1] and frames["DoT-MP"][-1] == mp_chain[-1]
     fig = viz.token_chain(frames, labels, "long", per_line=16)
     assert len(fig.frames) == 80 and len(fig.to_json()) < 3_000_000  # a few MB at most, even for GSM8K
+
+
+def test_canvas_text_brackets_the_question_and_counts_the_padding(tokenizer, layout):
+    from reasoning_lib.dot import canvas_text
+
+    ids, fixed = encode_pair(tokenizer, layout, EXAMPLE.question, f"{EXAMPLE.cot} {EXAMPLE.answer}")
+    text = canvas_text(tokenizer, layout, ids, fixed)
+    tokens = decode_tokens(tokenizer, layout, ids)
+    padding = len(tokens) - len(" ".join(tokens).rstrip(" <eos>").split()) - 1  # all but the first trailing E
+    assert text.startswith("[" + EXAMPLE.question.split()[0] + "]") and text.endswith(f"(+{padding} E)")
+    assert "[||]" in text and f"{EXAMPLE.answer} <eos>  (+" in text

@@ -162,7 +162,6 @@ CLOCKS = {("time", "time"), ("time", "time_ns"), ("time", "perf_counter"), ("tim
           ("time", "monotonic"), ("time", "monotonic_ns"), ("time", "process_time"), ("datetime", "now"),
           ("datetime", "utcnow"), ("datetime", "today")}
 BARE_CLOCKS = {"perf_counter", "perf_counter_ns", "monotonic", "monotonic_ns", "process_time"}
-SEVEN = "07_causal_distillation.ipynb"
 
 
 def _clock(node):
@@ -221,12 +220,7 @@ def test_style_offences_names_cell_line_and_reason():
     ]
 
 
-CHAPTER_CASES = [
-    pytest.param(path, id=path.stem, marks=pytest.mark.xfail(reason="chapter 7 is cleaned separately", strict=False))
-    if path.name == SEVEN else pytest.param(path, id=path.stem) for path in CHAPTERS]
-
-
-@pytest.mark.parametrize("path", CHAPTER_CASES)
+@pytest.mark.parametrize("path", CHAPTERS, ids=[path.stem for path in CHAPTERS])
 def test_chapter_defines_no_function_reads_no_clock_and_imports_once(path):
     """Function and class definitions, timing and imports belong in reasoning_lib or the chapter's import cell:
     a cell defines nothing (a lambda passed to a call is fine), reads no clock, and imports nothing."""

@@ -23,8 +23,8 @@ CH7 = "07_causal_distillation"
 METHODS, GENERAL_METHODS = ("kd", "diito"), ("standard", "causal")
 # the hub's GLUE columns per task and its dev split's name
 GLUE_COLUMNS = {"cola": ("sentence",), "sst2": ("sentence",), "mrpc": ("sentence1", "sentence2"),
-                "qqp": ("question1", "question2"), "stsb": ("sentence1", "sentence2"), "mnli": ("premise", "hypothesis"),
-                "qnli": ("question", "sentence"), "rte": ("sentence1", "sentence2")}
+                "qqp": ("question1", "question2"), "stsb": ("sentence1", "sentence2"),
+                "mnli": ("premise", "hypothesis"), "qnli": ("question", "sentence"), "rte": ("sentence1", "sentence2")}
 CLASSES = {"stsb": None, "mnli": 3}
 DEV = {"mnli": "validation_matched"}
 
@@ -56,7 +56,8 @@ def _glue_dir(root: Path, seed: int = 0) -> Path:
         (root / task).mkdir(parents=True)
         for split, n in (("train", 100 if task == "sst2" else 24), (DEV.get(task, "validation"), 12)):
             if task == "sst2":
-                rows = [(text, str(label)) for text, label in _sst2_rows(n, seed + (split != "train"), split == "train")]
+                train = split == "train"
+                rows = [(text, str(label)) for text, label in _sst2_rows(n, seed + (not train), phrases=train)]
             else:
                 classes = CLASSES.get(task, 2)
                 rows = [(*(sentence() for _ in fields), f"{rng.uniform(0, 5):.2f}" if classes is None
@@ -67,8 +68,9 @@ def _glue_dir(root: Path, seed: int = 0) -> Path:
 
 
 def _wikitext(path: Path, articles: int = 6, seed: int = 0) -> Path:
-    """``wiki.train.tokens`` as WikiText-103 lays it out: `` = Title = `` headings, `` = = Section = = ``, paragraphs of
-    space-separated tokens (``@-@``, ``<unk>``), blank lines. The first paragraph is long enough for a 512-token chunk."""
+    """``wiki.train.tokens`` as WikiText-103 lays it out: `` = Title = `` headings, `` = = Section = = ``, paragraphs
+    of space-separated tokens (``@-@``, ``<unk>``), blank lines. The first paragraph is long enough for a 512-token
+    chunk, the others are short."""
     rng = random.Random(seed)
     words = list(ENGLISH_WORDS)
 
@@ -85,7 +87,8 @@ def _wikitext(path: Path, articles: int = 6, seed: int = 0) -> Path:
     for a in range(articles):
         lines += ["", f" = {rng.choice(words).title()} {rng.choice(words).title()} = ", ""]
         for s in range(2):
-            lines += [f" = = {rng.choice(words).title()} = = ", "", paragraph(560 if a == s == 0 else rng.randint(12, 40)), ""]
+            words_in = 560 if a == s == 0 else rng.randint(12, 40)
+            lines += [f" = = {rng.choice(words).title()} = = ", "", paragraph(words_in), ""]
     path.parent.mkdir(parents=True)
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -107,7 +110,7 @@ def distill_book(tmp_path_factory):
     out = book / "outputs" / CH7
     previous = os.environ.get("HF_DATASETS_CACHE")
     os.environ["HF_DATASETS_CACHE"] = str(book / "datasets")  # datasets caches the local csv files: here, not in ~
-    try:
+    try:  # a failure also removes the book: its BERT-base checkpoints take about 15 GB
         common = ["--preset", "paper", "--dry-run", "--output-dir", out, "--glue-dir", glue_dir]
         printed = {}
         for method in ("diito", "kd"):  # the first also fine-tunes the teacher; the second reloads it
@@ -118,11 +121,17 @@ def distill_book(tmp_path_factory):
         before = _records(out)
         run_chapter(CH7, book, cache, general=True, general_data_files=str(corpus), glue_dir=str(glue_dir),
                     output_dir=str(out))
+        metrics = json.loads((out / "metrics.json").read_text())
+    except BaseException:
+        shutil.rmtree(book, ignore_errors=True)
+        raise
     finally:
-        os.environ.pop("HF_DATASETS_CACHE") if previous is None else os.environ.__setitem__("HF_DATASETS_CACHE", previous)
-    metrics = json.loads((out / "metrics.json").read_text())
+        if previous is None:
+            os.environ.pop("HF_DATASETS_CACHE")
+        else:
+            os.environ["HF_DATASETS_CACHE"] = previous
     yield {"out": out, "printed": printed, "before": before, "after": _records(out), "metrics": metrics}
-    shutil.rmtree(book, ignore_errors=True)  # BERT-base checkpoints: tens of GB that pytest would keep
+    shutil.rmtree(book, ignore_errors=True)  # BERT-base checkpoints: about 15 GB that pytest would keep
 
 
 @pytest.mark.slow
@@ -200,7 +209,8 @@ def test_chapter_7_reports_accuracies_glue_scores_and_bert_base_sizes(distill_bo
         assert 0 <= low <= metrics[f"{name}.accuracy"] <= high <= 1
     for method in METHODS:
         assert 0 <= metrics[f"{method}.iia"] <= 1
-        assert set(metrics["accuracy_vs_train_size"][method]) == set(metrics["iia_vs_train_size"][method]) == {"32", "64"}
+        sizes = (metrics["accuracy_vs_train_size"][method], metrics["iia_vs_train_size"][method])
+        assert set(sizes[0]) == set(sizes[1]) == {"32", "64"}
         assert metrics["accuracy_vs_train_size"][method]["64"] == metrics[f"{method}.accuracy"]
     # BERT base (110M with its classifier or MLM head) and the 6-block students (67M)
     assert 109e6 < metrics["teacher.parameters"] < 111e6 and 109e6 < metrics["general.teacher.parameters"] < 111e6

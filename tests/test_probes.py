@@ -268,3 +268,19 @@ def test_heatmap_has_one_trace_and_one_button_per_target_and_split():
     for i, button in enumerate(buttons):
         assert button.args[0]["visible"] == [j == i for j in range(4)]
     assert "CE" in fig.data[0].hovertemplate and fig.data[0].customdata.shape == (2, 2, 3)
+
+
+def test_probe_line_names_the_best_cell_and_words_the_comparisons():
+    from reasoning_lib.probes.grid import ProbeGrid
+    from reasoning_lib.probes.report import best_cell, probe_line
+
+    def grid(best):
+        accuracy = torch.tensor([[0.1, 0.11], [0.1, best]])
+        return ProbeGrid(accuracy, torch.ones(2, 2), 0.1, 1.0, ["embeddings", "layer 1"], ["first", "last"],
+                         num_examples=200)
+
+    assert best_cell(grid(0.9)) == (pytest.approx(0.9), "layer 1, last token")
+    line = probe_line("Bridge", grid(0.9), grid(0.35))
+    assert "at layer 1, last token" in line and "best vs majority class: apart" in line
+    assert "trained vs untrained: apart" in line
+    assert probe_line("Bridge", grid(0.12)).endswith("best vs majority class: not distinguishable at this test size.")

@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output-dir", default="outputs/07_causal_distillation")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--glue-dir", default=None, help="local GLUE files, <dir>/<task>/<split>.tsv (the hub's columns)")
+    parser.add_argument("--glue-dir", default=None,
+                        help="local GLUE files, <dir>/<task>/<split>.tsv with the hub's columns (default: the hub)")
     parser.add_argument("--dry-run", action="store_true", help="the preset's path at its shapes, a few steps (CPU)")
     args = parser.parse_args(argv)
     task = {"task": args.task} if args.task else {}

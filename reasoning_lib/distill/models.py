@@ -17,7 +17,10 @@ def build_teacher(name_or_layers: str | int, tokenizer=None, num_labels: int = 2
                   max_positions: int = 128) -> PreTrainedModel:
     """A BERT classifier: an int builds a random tiny BERT with that many layers; a string is a hub id or folder."""
     if isinstance(name_or_layers, str):
-        return build_model(name_or_layers, arch="bert", num_labels=num_labels)
+        from .glue import _quiet_loading  # a pretrained masked LM as a classifier: its MLM head goes, a new head starts
+
+        with _quiet_loading():
+            return build_model(name_or_layers, arch="bert", num_labels=num_labels)
     if tokenizer is None:
         raise ValueError("a randomly initialised teacher needs the tokenizer to size its vocabulary")
     config = BertConfig(

@@ -64,8 +64,8 @@ def classification_loss(model, batch: dict):
 
 
 # What defines the teacher's run (the students' settings do not), and what only changes how a model is tested.
-TEACHER_FIELDS = ("task", "teacher", "num_train", "max_train", "max_length", "batch_size", "teacher_epochs", "teacher_lr",
-                  "weight_decay", "warmup_fraction", "dropout")
+TEACHER_FIELDS = ("task", "teacher", "num_train", "max_train", "max_length", "batch_size", "teacher_epochs",
+                  "teacher_lr", "weight_decay", "warmup_fraction", "dropout")
 EVALUATION_FIELDS = ("num_test", "eval_pairs", "train_sizes")
 
 
