@@ -39,7 +39,7 @@ CURVES = {"04_diffusion_of_thoughts": {"accuracy_vs_steps": dict, "self_consiste
 # A smoke cell takes seconds; once in a CI run a kernel went silent after a widget cell (idle, its reply never
 # arrived) and papermill, which waits forever by default, hung the run. Such a cell now fails after this long and
 # the chapter is run once more.
-CELL_TIMEOUT_S = 600
+CELL_TIMEOUT_S = 240  # the slowest smoke cell (the capstone's sweep) takes about a minute
 
 
 @pytest.fixture(scope="session")
