@@ -6,6 +6,8 @@ import math
 import os
 from pathlib import Path
 
+from .stats import fraction_interval
+
 BOOK_MARKER = "_toc.yml"
 
 
@@ -45,8 +47,6 @@ def write_metrics(output_dir: str | os.PathLike, metrics: dict, num_test: int | 
 
 def with_intervals(metrics: dict, num_test: int | dict[str, int]) -> dict:
     """``metrics`` with a 95% Wilson interval and the count beside every fraction key ending in ``.accuracy``."""
-    from .stats import wilson_interval
-
     out = dict(metrics)
     for key, value in metrics.items():
         if not key.endswith(".accuracy") or not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -57,7 +57,7 @@ def with_intervals(metrics: dict, num_test: int | dict[str, int]) -> dict:
             raise ValueError(f"write_metrics: no test count for {key!r} in num_test={num_test}: give one for its prefix")
         if not math.isfinite(value):
             continue
-        out.setdefault(f"{key}_interval", list(wilson_interval(round(value * n), n)))
+        out.setdefault(f"{key}_interval", fraction_interval(value, n))
         out.setdefault(f"{key}_n", n)
     return out
 
